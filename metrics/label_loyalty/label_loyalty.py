@@ -1,0 +1,56 @@
+"""Label loyalty: how often a compressed model predicts its original model's label."""
+
+import datasets
+import evaluate
+
+from loyalkit.metrics import label_loyalty
+from loyalkit.metrics.schema import label_features, score_features
+
+_DESCRIPTION = """
+Label loyalty (Xu et al., 2021) is the share of examples on which a compressed model (the student,
+`predictions`) predicts the same label as the model it was compressed from (the teacher,
+`references`): the student's accuracy measured against the teacher's predictions. The teacher scores
+1.0 against itself by construction.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `int`, or `list` of `list` of `float`): the student's predicted labels, or
+        its logits or probabilities of shape (examples, classes) (argmax taken).
+    references (same form as `predictions`): the teacher's outputs.
+    num_classes (`int`, optional): the number of classes, to check that labels are in range.
+Returns:
+    label_loyalty (`float`): share of examples with the teacher's label, in [0, 1].
+Examples:
+    >>> import evaluate
+    >>> label_loyalty = evaluate.load("label_loyalty")
+    >>> label_loyalty.compute(predictions=[0, 1, 2, 2], references=[0, 1, 1, 2])
+    {'label_loyalty': 0.75}
+    >>> label_loyalty.compute(predictions=[[0.2, 1.3], [2.0, -1.0]], references=[[0.1, 0.9], [0.4, 0.5]])
+    {'label_loyalty': 0.5}
+"""
+
+_CITATION = """
+@inproceedings{xu-etal-2021-beyond,
+    title = "Beyond Preserved Accuracy: Evaluating Loyalty and Robustness of {BERT} Compression",
+    author = "Xu, Canwen and Zhou, Wangchunshu and Ge, Tao and Xu, Ke and McAuley, Julian and Wei, Furu",
+    booktitle = "Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing",
+    year = "2021",
+    pages = "10653--10659",
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class LabelLoyalty(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=[label_features(), score_features()],
+            reference_urls=["https://aclanthology.org/2021.emnlp-main.832/"],
+        )
+
+    def _compute(self, predictions, references, num_classes=None):
+        return {"label_loyalty": label_loyalty(predictions, references, num_classes=num_classes)}

@@ -1,0 +1,66 @@
+"""Probability loyalty: how close a compressed model's output distribution is to its original's."""
+
+import datasets
+import evaluate
+
+from loyalkit.metrics import probability_loyalty
+from loyalkit.metrics.schema import score_features
+
+_DESCRIPTION = """
+Probability loyalty (Xu et al., 2021) is the mean over examples of 1 - sqrt(JSD(p_teacher ||
+p_student)): one minus the Jensen-Shannon distance between the output distribution of the original
+model (the teacher, `references`) and that of its compressed version (the student, `predictions`).
+It sees what label loyalty misses: a student can keep every label while its confidence drifts.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `list` of `float`): the student's logits or probabilities, shape
+        (examples, classes).
+    references (`list` of `list` of `float`): the teacher's, same shape.
+    input_type (`str`, default "logits"): "logits" (softmax applied) or "probabilities" (rows must be
+        non-negative and sum to 1 within 1e-4).
+    base (`float`, optional): logarithm base of the divergence. None (natural log, the authors'
+        reference computation with scipy) gives a range of [1 - sqrt(ln 2), 1], about [0.167, 1];
+        base=2 gives [0, 1].
+Returns:
+    probability_loyalty (`float`): 1.0 when the distributions are identical.
+Examples:
+    >>> import evaluate
+    >>> probability_loyalty = evaluate.load("probability_loyalty")
+    >>> result = probability_loyalty.compute(
+    ...     predictions=[[0.9, 0.1], [0.5, 0.5]], references=[[0.6, 0.4], [0.5, 0.5]],
+    ...     input_type="probabilities")
+    >>> round(result["probability_loyalty"], 4)
+    0.8742
+    >>> result = probability_loyalty.compute(
+    ...     predictions=[[1.0, 0.0]], references=[[0.0, 1.0]], input_type="probabilities", base=2)
+    >>> result["probability_loyalty"]
+    0.0
+"""
+
+_CITATION = """
+@inproceedings{xu-etal-2021-beyond,
+    title = "Beyond Preserved Accuracy: Evaluating Loyalty and Robustness of {BERT} Compression",
+    author = "Xu, Canwen and Zhou, Wangchunshu and Ge, Tao and Xu, Ke and McAuley, Julian and Wei, Furu",
+    booktitle = "Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing",
+    year = "2021",
+    pages = "10653--10659",
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class ProbabilityLoyalty(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=score_features(),
+            reference_urls=["https://aclanthology.org/2021.emnlp-main.832/"],
+        )
+
+    def _compute(self, predictions, references, input_type="logits", base=None):
+        value = probability_loyalty(predictions, references, input_type=input_type, base=base)
+        return {"probability_loyalty": value}

@@ -1,0 +1,61 @@
+"""Tiny BERT classifiers and a WordPiece tokenizer built locally, for fast tests with no download."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = (
+    "the a an this that it is was movie film story plot actor actors acting scene scenes good great "
+    "bad awful terrible wonderful boring funny dull brilliant fine not very really quite and but "
+    "with of to in on for too much more less best worst love loved hate hated like liked fun mess "
+    "charming slow fast smart stupid beautiful ugly moving flat music ending director , . ! ?"
+).split()
+
+
+def write_vocab(folder: Path) -> Path:
+    """A WordPiece vocabulary: special tokens, a few hundred words, and every letter as a piece."""
+    letters = list(string.ascii_lowercase) + list(string.digits)
+    tokens = SPECIAL_TOKENS + WORDS + letters + [f"##{c}" for c in letters]
+    path = folder / "vocab.txt"
+    path.write_text("\n".join(dict.fromkeys(tokens)) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_tokenizer(folder: Path) -> BertTokenizerFast:
+    """A BERT tokenizer over :func:`write_vocab`'s vocabulary, saved in ``folder``.
+
+    transformers 5 ignores ``vocab_file=`` (every token becomes [UNK]) and wants ``vocab=``;
+    4.57 wants ``vocab_file=``: pass both and check the result.
+    """
+    vocab = write_vocab(folder)
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), vocab=str(vocab), model_max_length=64)
+    if tokenizer.convert_tokens_to_ids("movie") == tokenizer.unk_token_id:
+        raise RuntimeError("the tiny tokenizer did not read its vocabulary")
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def tiny_bert_config(num_labels: int = 2, num_layers: int = 2, vocab_size: int = 200) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
+
+
+def tiny_bert(
+    num_labels: int = 2, num_layers: int = 2, seed: int = 0, vocab_size: int = 200
+) -> BertForSequenceClassification:
+    """A randomly initialised tiny BERT classifier, the same for the same seed."""
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(tiny_bert_config(num_labels, num_layers, vocab_size))
+    return model.eval()
