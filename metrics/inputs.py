@@ -37,6 +37,8 @@ def to_numpy(values: Any, name: str) -> np.ndarray:
         raise TypeError(f"{_describe(name)} is required, got None")
     if isinstance(values, (str, bytes)):
         raise TypeError(f"{_describe(name)} must be a sequence of numbers, got a string")
+    if type(values).__module__.startswith("pyarrow"):
+        return _check_has_examples(_arrow_to_numpy(values, name), name)
     if hasattr(values, "detach"):  # torch.Tensor: leave autograd and the device behind
         tensor = values.detach().cpu()
         values = (tensor.double() if tensor.is_floating_point() else tensor).numpy()
@@ -57,6 +59,28 @@ def to_numpy(values: Any, name: str) -> np.ndarray:
     if array.dtype == object:
         raise TypeError(f"{_describe(name)} must be numbers, got values of mixed or unknown types")
     return _check_has_examples(array, name)
+
+
+def _arrow_to_numpy(values: Any, name: str) -> np.ndarray:
+    """A column from evaluate's Arrow cache as an array: list columns become (N, C) without copies."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.null_count:
+        raise ValueError(f"{_describe(name)} has {values.null_count} missing values")
+    if not (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)):
+        return np.asarray(values.to_numpy(zero_copy_only=False))
+    lengths = np.unique(pc.list_value_length(values).to_numpy(zero_copy_only=False))
+    if len(lengths) > 1:
+        raise ValueError(
+            f"{_describe(name)} has ragged rows: every row must have the same number of classes, "
+            f"got rows of lengths {lengths.tolist()}"
+        )
+    width = int(lengths[0]) if len(lengths) else 0
+    flat = values.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat).reshape(len(values), width)
 
 
 def _check_has_examples(array: np.ndarray, name: str) -> np.ndarray:
@@ -90,7 +114,7 @@ def check_input_type(input_type: Any) -> InputType:
         raise ValueError(
             f"`input_type` must be one of {INPUT_TYPES} (what the 2-D scores are), got {input_type!r}"
         )
-    return input_type  # type: ignore[no-any-return]
+    return input_type
 
 
 def check_base(base: Any) -> float:
@@ -98,7 +122,9 @@ def check_base(base: Any) -> float:
     if base is None:
         return math.e
     if isinstance(base, bool) or not isinstance(base, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`base` must be a number greater than 1 or None (natural log), got {base!r}")
+        raise TypeError(
+            f"`base` must be a number greater than 1 or None (natural log), got {base!r}"
+        )
     value = float(base)
     if not math.isfinite(value) or value <= 1:
         raise ValueError(f"`base` must be a finite number greater than 1 or None, got {base!r}")

@@ -9,12 +9,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = (
-    "the a an this that it is was movie film story plot actor actors acting scene scenes good great "
-    "bad awful terrible wonderful boring funny dull brilliant fine not very really quite and but "
-    "with of to in on for too much more less best worst love loved hate hated like liked fun mess "
-    "charming slow fast smart stupid beautiful ugly moving flat music ending director , . ! ?"
-).split()
+WORDS = ["the", "a", "an", "this", "that", "it", "is", "was", "movie", "film", "story", "plot", "actor", "actors", "acting", "scene", "scenes", "good", "great", "bad", "awful", "terrible", "wonderful", "boring", "funny", "dull", "brilliant", "fine", "not", "very", "really", "quite", "and", "but", "with", "of", "to", "in", "on", "for", "too", "much", "more", "less", "best", "worst", "love", "loved", "hate", "hated", "like", "liked", "fun", "mess", "charming", "slow", "fast", "smart", "stupid", "beautiful", "ugly", "moving", "flat", "music", "ending", "director", ",", ".", "!", "?"]
 
 
 def write_vocab(folder: Path) -> Path:
@@ -59,3 +54,54 @@ def tiny_bert(
     torch.manual_seed(seed)
     model = BertForSequenceClassification(tiny_bert_config(num_labels, num_layers, vocab_size))
     return model.eval()
+
+
+POSITIVE = [
+    "good",
+    "great",
+    "wonderful",
+    "funny",
+    "brilliant",
+    "fine",
+    "charming",
+    "beautiful",
+    "fun",
+]
+NEGATIVE = ["bad", "awful", "terrible", "boring", "dull", "stupid", "ugly", "mess", "flat"]
+FILLER = [
+    "the",
+    "movie",
+    "film",
+    "story",
+    "acting",
+    "music",
+    "ending",
+    "was",
+    "is",
+    "very",
+    "really",
+]
+
+
+def tiny_sentiment_texts(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """``n`` short sentences with a learnable label: 1 when the sentiment word is positive."""
+    generator = torch.Generator().manual_seed(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        label = int(torch.randint(0, 2, (1,), generator=generator))
+        words = POSITIVE if label else NEGATIVE
+        picks = torch.randint(0, len(FILLER), (4,), generator=generator).tolist()
+        word = words[int(torch.randint(0, len(words), (1,), generator=generator))]
+        sentence = [FILLER[i] for i in picks[:3]] + [word] + [FILLER[picks[3]]]
+        texts.append(" ".join(sentence))
+        labels.append(label)
+    return texts, labels
+
+
+def tiny_sentiment_dataset(tokenizer: BertTokenizerFast, n: int = 64, seed: int = 0):  # type: ignore[no-untyped-def]
+    """A tokenized ``datasets.Dataset`` of :func:`tiny_sentiment_texts` (columns the Trainer wants)."""
+    from datasets import Dataset
+
+    texts, labels = tiny_sentiment_texts(n, seed)
+    encoded = tokenizer(texts, truncation=True, max_length=16)
+    return Dataset.from_dict({**encoded, "labels": labels})

@@ -1,9 +1,10 @@
 """Label loyalty: how often a compressed model predicts its original model's label."""
 
-import datasets
 import evaluate
 
 from loyalkit.metrics import label_loyalty
+from loyalkit.metrics.arrow_io import ArrowBatches, metric_info
+from loyalkit.metrics.inputs import check_base, check_input_type
 from loyalkit.metrics.schema import label_features, score_features
 
 _DESCRIPTION = """
@@ -19,6 +20,8 @@ Args:
         its logits or probabilities of shape (examples, classes) (argmax taken).
     references (same form as `predictions`): the teacher's outputs.
     num_classes (`int`, optional): the number of classes, to check that labels are in range.
+    input_type, base, labels: accepted (and checked) so that `evaluate.combine` can pass the
+        arguments of `probability_loyalty` and `loyalty` to all modules; label loyalty does not use them.
 Returns:
     label_loyalty (`float`): share of examples with the teacher's label, in [0, 1].
 Examples:
@@ -42,9 +45,9 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class LabelLoyalty(evaluate.Metric):
+class LabelLoyalty(ArrowBatches, evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
+        return metric_info(
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
@@ -52,5 +55,9 @@ class LabelLoyalty(evaluate.Metric):
             reference_urls=["https://aclanthology.org/2021.emnlp-main.832/"],
         )
 
-    def _compute(self, predictions, references, num_classes=None):
+    def _compute(
+        self, predictions, references, num_classes=None, input_type="logits", base=None, labels=None
+    ):
+        check_input_type(input_type)
+        check_base(base)
         return {"label_loyalty": label_loyalty(predictions, references, num_classes=num_classes)}

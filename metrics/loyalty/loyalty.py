@@ -1,9 +1,9 @@
 """Loyalty of a compressed model to its original: label and probability loyalty, KL, flips."""
 
-import datasets
 import evaluate
 
 from loyalkit.metrics import loyalty as loyalty_report
+from loyalkit.metrics.arrow_io import ArrowBatches, metric_info
 from loyalkit.metrics.schema import label_features, score_features
 
 _DESCRIPTION = """
@@ -71,9 +71,9 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Loyalty(evaluate.Metric):
+class Loyalty(ArrowBatches, evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
+        return metric_info(
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,

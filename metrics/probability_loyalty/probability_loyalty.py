@@ -1,9 +1,9 @@
 """Probability loyalty: how close a compressed model's output distribution is to its original's."""
 
-import datasets
 import evaluate
 
 from loyalkit.metrics import probability_loyalty
+from loyalkit.metrics.arrow_io import ArrowBatches, metric_info
 from loyalkit.metrics.schema import score_features
 
 _DESCRIPTION = """
@@ -23,6 +23,8 @@ Args:
     base (`float`, optional): logarithm base of the divergence. None (natural log, the authors'
         reference computation with scipy) gives a range of [1 - sqrt(ln 2), 1], about [0.167, 1];
         base=2 gives [0, 1].
+    num_classes, labels: accepted so that `evaluate.combine` can pass the arguments of
+        `label_loyalty` and `loyalty` to all modules; `num_classes` is checked against the scores.
 Returns:
     probability_loyalty (`float`): 1.0 when the distributions are identical.
 Examples:
@@ -51,9 +53,9 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class ProbabilityLoyalty(evaluate.Metric):
+class ProbabilityLoyalty(ArrowBatches, evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
+        return metric_info(
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
@@ -61,6 +63,10 @@ class ProbabilityLoyalty(evaluate.Metric):
             reference_urls=["https://aclanthology.org/2021.emnlp-main.832/"],
         )
 
-    def _compute(self, predictions, references, input_type="logits", base=None):
-        value = probability_loyalty(predictions, references, input_type=input_type, base=base)
+    def _compute(
+        self, predictions, references, input_type="logits", base=None, num_classes=None, labels=None
+    ):
+        value = probability_loyalty(
+            predictions, references, input_type=input_type, base=base, num_classes=num_classes
+        )
         return {"probability_loyalty": value}

@@ -1,0 +1,73 @@
+"""Both installs import ``loyalkit.*`` from the mapped folders, and the installed modules load."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import loyalkit.metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import json, evaluate, loyalkit, loyalkit.callbacks, loyalkit.compression, loyalkit.metrics
+from loyalkit.metrics import module_path
+path = module_path("probability_loyalty")
+module = evaluate.load(str(path))
+value = module.compute(predictions=[[0.9, 0.1]], references=[[0.6, 0.4]], input_type="probabilities")
+print(json.dumps({"loyalkit": loyalkit.__file__, "metrics": loyalkit.metrics.__file__,
+                  "module": str(path), "files": sorted(p.name for p in path.iterdir()),
+                  "value": value["probability_loyalty"]}))
+"""
+
+
+def run_probe(env: dict[str, str], cwd: Path) -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_the_test_environment_is_an_editable_install_of_this_checkout():
+    # make test installs with `pip install -e .`: the namespace must map onto the top-level folders.
+    assert Path(loyalkit.metrics.__file__).resolve() == REPO / "metrics" / "__init__.py"
+
+
+def test_regular_install_imports_and_loads_the_packaged_modules(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    result = run_probe(env, cwd=tmp_path)  # outside the checkout, so only the install can answer
+    for key in ("loyalkit", "metrics", "module"):
+        assert result[key].startswith(str(target)), result
+    assert {"probability_loyalty.py", "README.md", "app.py", "requirements.txt"} <= set(
+        result["files"]
+    )
+    # 1 - JS distance of (0.6, 0.4) and (0.9, 0.1), natural log, computed by hand:
+    # m = (0.75, 0.25); JSD = 0.5*(0.6 ln 0.8 + 0.4 ln 1.6) + 0.5*(0.9 ln 1.2 + 0.1 ln 0.4).
+    import math
+
+    jsd = 0.5 * (0.6 * math.log(0.8) + 0.4 * math.log(1.6)) + 0.5 * (
+        0.9 * math.log(1.2) + 0.1 * math.log(0.4)
+    )
+    assert abs(result["value"] - (1 - math.sqrt(jsd))) < 1e-12
