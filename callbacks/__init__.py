@@ -1,0 +1,63 @@
+"""When it is done during training: thin ``transformers.TrainerCallback`` adapters over
+``loyalkit.compression`` and ``loyalkit.metrics``.
+
+Names are re-exported lazily: ``import loyalkit.callbacks`` imports nothing heavy until one is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "DistillationCallback": "loyalkit.callbacks.distillation",
+    "HeadPruningCallback": "loyalkit.callbacks.head_pruning",
+    "HeadPruningConfig": "loyalkit.callbacks.head_pruning",
+    "LoyaltyCallback": "loyalkit.callbacks.loyalty",
+    "MagnitudePruningCallback": "loyalkit.callbacks.magnitude_pruning",
+    "ModuleReplacementCallback": "loyalkit.callbacks.module_replacement",
+    "PostTrainingQuantizationCallback": "loyalkit.callbacks.quantization",
+    "QuantizationAwareTrainingCallback": "loyalkit.callbacks.quantization",
+}
+
+__all__ = [
+    "DistillationCallback",
+    "HeadPruningCallback",
+    "HeadPruningConfig",
+    "LoyaltyCallback",
+    "MagnitudePruningCallback",
+    "ModuleReplacementCallback",
+    "PostTrainingQuantizationCallback",
+    "QuantizationAwareTrainingCallback",
+]
+
+if TYPE_CHECKING:
+    from loyalkit.callbacks.distillation import DistillationCallback
+    from loyalkit.callbacks.head_pruning import (
+        HeadPruningCallback,
+        HeadPruningConfig,
+    )
+    from loyalkit.callbacks.loyalty import LoyaltyCallback
+    from loyalkit.callbacks.magnitude_pruning import (
+        MagnitudePruningCallback,
+    )
+    from loyalkit.callbacks.module_replacement import (
+        ModuleReplacementCallback,
+    )
+    from loyalkit.callbacks.quantization import (
+        PostTrainingQuantizationCallback,
+        QuantizationAwareTrainingCallback,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

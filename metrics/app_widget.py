@@ -4,7 +4,7 @@ evaluate's own ``evaluate.utils.launch_gradio_widget`` uses components that Grad
 Space's ``app.py`` describes its form with a :class:`MetricForm` and calls :func:`launch_metric_app`.
 The page shows the metric's description, a form (JSON text boxes for the student's and the teacher's
 outputs plus the metric's options), the result as JSON and the metric card (the Space's README).
-Each input has an ``elem_id`` equal to its ``compute`` argument, the result box is ``#result``.
+Each input's ``elem_id`` is its option name (``#predictions``, ``#base``...), the result is ``#result``.
 
 Example:
     >>> parse_json_list("[[0.2, 0.8], [0.9, 0.1]]", "predictions")
@@ -146,10 +146,14 @@ def compute_from_form(
     return to_json_safe(result)
 
 
-def build_metric_app(metric_dir: Path, form: MetricForm) -> gr.Blocks:
-    """The page for the ``evaluate`` module in ``metric_dir`` (which also holds its README card)."""
-    metric = evaluate.load(str(metric_dir))
-    card = RepoCard.load(metric_dir / "README.md")
+def build_metric_app(metric_script: Path, form: MetricForm) -> gr.Blocks:
+    """The page for the ``evaluate`` module ``metric_script``, beside its README card.
+
+    The script is loaded by its file path: a Space is cloned into a folder named ``app``, where
+    ``evaluate.load`` of the folder would look for ``app/app.py``.
+    """
+    metric = evaluate.load(str(metric_script))
+    card = RepoCard.load(metric_script.parent / "README.md")
     title = card.data.get("title") or metric.name
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\n\n{metric.description.strip()}")
@@ -170,18 +174,23 @@ def build_metric_app(metric_dir: Path, form: MetricForm) -> gr.Blocks:
                 options = [_option_input(option, form) for option in form.options]
                 submit = gr.Button("Submit", variant="primary", elem_id="submit")
             with gr.Column():
-                result = gr.JSON(label="Result", open=True, elem_id="result")
+                result = gr.JSON(label="Result", open=True, max_height=800, elem_id="result")
         gr.Markdown(card.text)
 
         def compute(predictions: str, references: str, *option_values: Any) -> Any:
             return compute_from_form(metric, form.options, predictions, references, *option_values)
 
+        # One module instance serves every visitor: its compute state is not safe to share.
         submit.click(
-            compute, inputs=[predictions, references, *options], outputs=result, api_name="compute"
+            compute,
+            inputs=[predictions, references, *options],
+            outputs=result,
+            api_name="compute",
+            concurrency_limit=1,
         )
     return demo
 
 
-def launch_metric_app(metric_dir: Path, form: MetricForm) -> None:
+def launch_metric_app(metric_script: Path, form: MetricForm) -> None:
     """Serve the page; Gradio reads ``GRADIO_SERVER_NAME`` and ``GRADIO_SERVER_PORT`` itself."""
-    build_metric_app(metric_dir, form).launch()
+    build_metric_app(metric_script, form).launch()

@@ -39,7 +39,7 @@ def _as_array(values: Any) -> np.ndarray | None:
 
 def _arrow_column(array: np.ndarray) -> pa.Array:
     if array.ndim == 1:
-        return pa.array(array.astype(np.int64, copy=False))
+        return pa.array(array.astype(np.float64, copy=False))
     rows, width = array.shape
     offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
     values = pa.array(np.ascontiguousarray(array, dtype=np.float64).ravel())
@@ -60,9 +60,6 @@ class ArrowBatches:
         if kwargs or student is None or teacher is None or student.ndim != teacher.ndim:
             return base.add_batch(predictions=predictions, references=references, **kwargs)
         check_same_length(student, teacher, ("predictions", "references"))
-        if student.ndim == 1 and (student.dtype.kind == "f" or teacher.dtype.kind == "f"):
-            # Float "labels" need evaluate's checks and casting.
-            return base.add_batch(predictions=predictions, references=references)
         table = pa.table(
             {"predictions": _arrow_column(student), "references": _arrow_column(teacher)}
         )

@@ -262,3 +262,11 @@ def test_length_mismatch_through_the_module(modules):
         modules["label_loyalty"].compute(predictions=np.zeros((3, 2)), references=np.zeros((2, 2)))
     with pytest.raises(ValueError, match="predictions.*references"):
         modules["label_loyalty"].compute(predictions=[0, 1, 1], references=[0, 1])
+
+
+@pytest.mark.parametrize("name", ["label_loyalty", "loyalty"])
+def test_fractional_labels_are_rejected_not_truncated(modules, name):
+    for predictions in ([0.5, 1], np.array([0.5, 1.0])):
+        with pytest.raises(ValueError, match="predictions.*integer class labels"):
+            modules[name].compute(predictions=predictions, references=[0, 1])
+    assert modules[name].compute(predictions=[1.0, 0.0], references=[1, 1])["label_loyalty"] == 0.5

@@ -11,4 +11,4 @@ FORM = MetricForm(
 )
 
 if __name__ == "__main__":
-    launch_metric_app(Path(__file__).parent, FORM)
+    launch_metric_app(Path(__file__).with_name("label_loyalty.py"), FORM)

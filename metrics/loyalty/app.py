@@ -12,4 +12,4 @@ FORM = MetricForm(
 )
 
 if __name__ == "__main__":
-    launch_metric_app(Path(__file__).parent, FORM)
+    launch_metric_app(Path(__file__).with_name("loyalty.py"), FORM)

@@ -1,0 +1,115 @@
+"""int8 quantization inside a plain ``transformers.Trainer``: post-training and quantization-aware.
+
+Thin adapters over :mod:`loyalkit.compression.quantization`; both quantize ``trainer.model`` in
+place, so after ``trainer.train()`` the user holds the int8 model, ``trainer.evaluate()`` measures
+it and ``trainer.save_model(path)`` (or :func:`~loyalkit.compression.save_quantized`) writes int8
+weights that a plain ``from_pretrained(path)`` reloads quantized (transformers 4.57 needs
+``save_safetensors=False`` for ``save_model``; ``save_quantized`` handles it). The ``torch.ao``
+backend's models cannot be saved.
+
+``QuantizationAwareTrainingCallback`` inserts fake quantization in ``on_train_begin``. The Trainer
+builds its optimizer before that event, which is safe here because the fake-quantized layers keep
+the original weight ``Parameter`` objects (no new parameters are created). Checkpoints written
+during QAT hold the float ("latent") weights under the usual names: ``from_pretrained`` gives the
+float model, and ``prepare_qat`` on it restores the fake-quantized predictions exactly.
+
+Example:
+    >>> from loyalkit.callbacks import (PostTrainingQuantizationCallback,
+    ...                                 QuantizationAwareTrainingCallback)
+    >>> ptq = PostTrainingQuantizationCallback()  # int8 at the end of training
+    >>> qat = QuantizationAwareTrainingCallback()  # fake int8 while training, real int8 at the end
+    >>> # Trainer(model=model, args=args, train_dataset=data, callbacks=[qat]).train()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from loyalkit.compression.quantization import (
+    INT8_BACKENDS,
+    Int8Backend,
+    Int8Quantization,
+    convert_qat,
+    is_fake_quantized,
+    prepare_qat,
+    quantize_dynamic_int8,
+)
+
+__all__ = ["PostTrainingQuantizationCallback", "QuantizationAwareTrainingCallback"]
+
+_CONFLICT = (
+    "PostTrainingQuantizationCallback and QuantizationAwareTrainingCallback conflict: "
+    "QuantizationAwareTrainingCallback already produces the int8 model; use one of them"
+)
+
+
+def _model(kwargs: dict[str, Any]) -> nn.Module:
+    model = kwargs.get("model")
+    if not isinstance(model, nn.Module):
+        raise ValueError("the Trainer passed no model to the quantization callback")
+    return model
+
+
+class PostTrainingQuantizationCallback(TrainerCallback):
+    """Dynamic int8 quantization of the model's Linear layers when training ends.
+
+    ``backend`` is passed to :func:`~loyalkit.compression.quantize_dynamic_int8`; ``result`` holds
+    what was done (backend used, layer count) after training.
+    """
+
+    def __init__(self, backend: Int8Backend = "auto", symmetric_activations: bool = True) -> None:
+        if backend not in INT8_BACKENDS:
+            raise ValueError(f"`backend` must be one of {INT8_BACKENDS}, got {backend!r}")
+        self.backend: Int8Backend = backend
+        self.symmetric_activations = symmetric_activations
+        self.result: Int8Quantization | None = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if is_fake_quantized(_model(kwargs)):
+            raise ValueError(_CONFLICT)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        model = _model(kwargs)
+        if is_fake_quantized(model) or getattr(model, "hf_quantizer", None) is not None:
+            raise ValueError(_CONFLICT)
+        model.eval()
+        self.result = quantize_dynamic_int8(
+            model, backend=self.backend, symmetric_activations=self.symmetric_activations
+        )
+
+
+class QuantizationAwareTrainingCallback(TrainerCallback):
+    """int8 fake quantization during training; the real int8 model at the end.
+
+    ``convert_at_end=False`` leaves the fake-quantized float model (to keep training it later);
+    convert it with :func:`~loyalkit.compression.convert_qat`. A model already passed through
+    :func:`~loyalkit.compression.prepare_qat` before the Trainer was built is used as it is.
+    """
+
+    def __init__(self, convert_at_end: bool = True) -> None:
+        if not isinstance(convert_at_end, bool):
+            raise TypeError("`convert_at_end` must be a bool")
+        self.convert_at_end = convert_at_end
+        self.result: Int8Quantization | None = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        model = _model(kwargs)
+        if not is_fake_quantized(model):
+            prepare_qat(model)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.convert_at_end:
+            model = _model(kwargs)
+            model.eval()
+            self.result = convert_qat(model)

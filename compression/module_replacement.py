@@ -1,0 +1,475 @@
+"""Progressive module replacement (BERT-of-Theseus, Xu et al. 2020) for BERT-style classifiers.
+
+The predecessor's encoder (N layers) is cut into M blocks of N/M consecutive layers; each block gets a
+successor module with fewer layers, initialised from predecessor layers. In training mode every block
+draws its own Bernoulli(p) per forward pass (one batch) and runs its successor on success, its
+predecessor layers otherwise; in eval mode only the successors run (what :func:`export_successor`
+exports). Everything but the successor layers is frozen, so the model's own cross-entropy trains the
+successors to stand in for the predecessor blocks around them.
+
+The wrapped model stays the same :class:`~transformers.PreTrainedModel` object: only
+``base_model.encoder.layer`` is replaced by a :class:`ModuleReplacementLayers`, whose blocks call the
+original layers with the encoder's own call signature, and ``config.num_hidden_layers`` becomes the
+successor's depth. Its ``state_dict`` (hence ``save_pretrained`` and every Trainer checkpoint) is laid
+out as a standard successor-depth model plus the frozen predecessor layers under the extra keys
+``<encoder>.layer.predecessor.<j>.*``: ``from_pretrained`` of the normal class loads the successor
+(and reports the extra keys as unused), and ``load_state_dict`` into a model prepared the same way
+restores everything.
+
+``output_hidden_states`` / ``output_attentions`` give one entry per block on transformers 4.x and in
+eval mode; in training mode transformers 5 records every layer that ran, so their number varies
+with the draws.
+
+Example:
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> config = BertConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+    ...                     intermediate_size=64, vocab_size=100)
+    >>> model = BertForSequenceClassification(config)
+    >>> layers = prepare_module_replacement(model, num_successor_layers=2)
+    >>> layers.replacement_rate = LinearReplacementSchedule(slope=0.0006, intercept=0.3)(step=1000)
+    >>> round(layers.replacement_rate, 6)
+    0.9
+    >>> student = export_successor(model)
+    >>> student.config.num_hidden_layers, len(student.bert.encoder.layer)
+    (2, 2)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypeAlias, cast
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+EvalPath: TypeAlias = Literal["successor", "predecessor"]
+SuccessorInit: TypeAlias = Literal["bottom", "every_kth"] | Sequence[int]
+
+_PREDECESSOR_KEY = "predecessor"
+
+
+def _check_rate(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
+def _check_step(step: int) -> int:
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise TypeError(f"step must be an int >= 0, got {type(step).__name__}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return step
+
+
+@dataclass(frozen=True)
+class ConstantReplacementSchedule:
+    """p = ``rate`` for the first ``replacing_steps`` steps, then 1.0 (the paper's baseline).
+
+    From ``replacing_steps`` on only successors run: that phase fine-tunes the successor alone.
+    ``replacing_steps=None`` keeps ``rate`` for ever.
+
+    >>> schedule = ConstantReplacementSchedule(rate=0.5, replacing_steps=100)
+    >>> schedule(0), schedule(99), schedule(100)
+    (0.5, 0.5, 1.0)
+    """
+
+    rate: float = 0.5
+    replacing_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_rate("rate", self.rate)
+        steps = self.replacing_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+            raise TypeError(f"replacing_steps must be an int >= 0 or None, got {steps!r}")
+        if steps is not None and steps < 0:
+            raise ValueError(f"replacing_steps must be >= 0 or None, got {steps}")
+
+    def __call__(self, step: int) -> float:
+        _check_step(step)
+        if self.replacing_steps is not None and step >= self.replacing_steps:
+            return 1.0
+        return float(self.rate)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "constant", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class LinearReplacementSchedule:
+    """The paper's curriculum p = min(1, slope * step + intercept) (k and b in the paper).
+
+    The paper grid-searches ``intercept`` in {0.1, 0.3} and picks ``slope`` so that p reaches 1
+    within 1k-30k steps; its reference example is ``slope=0.0006, intercept=0.3``.
+
+    >>> schedule = LinearReplacementSchedule(slope=0.0006, intercept=0.3)
+    >>> schedule(0), round(schedule(500), 6), schedule(2000)
+    (0.3, 0.6, 1.0)
+    """
+
+    slope: float = 0.0006
+    intercept: float = 0.3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.slope, bool) or not isinstance(self.slope, (int, float)):
+            raise TypeError(f"slope must be a float >= 0, got {type(self.slope).__name__}")
+        if not math.isfinite(self.slope) or self.slope < 0:
+            raise ValueError(f"slope must be a finite float >= 0, got {self.slope}")
+        _check_rate("intercept", self.intercept)
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, float(self.slope) * _check_step(step) + float(self.intercept))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "linear", **asdict(self)}
+
+
+ReplacementSchedule: TypeAlias = ConstantReplacementSchedule | LinearReplacementSchedule
+_SCHEDULES: dict[str, type[ConstantReplacementSchedule] | type[LinearReplacementSchedule]] = {
+    "constant": ConstantReplacementSchedule,
+    "linear": LinearReplacementSchedule,
+}
+
+
+def replacement_schedule_from_dict(data: Mapping[str, Any]) -> ReplacementSchedule:
+    """Rebuild a schedule from its ``to_dict()`` (a JSON-friendly form, e.g. for Trainer state)."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"data must be a mapping from to_dict(), got {type(data).__name__}")
+    fields = dict(data)
+    kind = fields.pop("kind", None)
+    if kind not in _SCHEDULES:
+        raise ValueError(f"data['kind'] must be one of {sorted(_SCHEDULES)}, got {kind!r}")
+    return _SCHEDULES[kind](**fields)
+
+
+class ReplaceableBlock(nn.Module):
+    """Consecutive predecessor layers and the successor module that may stand in for them.
+
+    Called exactly like one encoder layer; each inner layer gets the same arguments. transformers
+    4.x layers return a tuple ``(hidden_states, *extras)``, 5.x a tensor: the block returns what its
+    last layer returned, so the encoder sees the type it expects.
+    """
+
+    def __init__(
+        self, predecessor: nn.ModuleList, successor: nn.ModuleList, generator: torch.Generator
+    ) -> None:
+        super().__init__()
+        self.predecessor = predecessor
+        self.successor = successor
+        self.replacement_rate = 0.0
+        self.eval_with: EvalPath = "successor"
+        # Shared with the other blocks of the encoder: one draw per block, in block order.
+        self.generator = generator
+        self.is_last = False
+
+    def uses_successor(self) -> bool:
+        """Draw the path for one forward pass (training) or return the eval path."""
+        if not self.training:
+            return self.eval_with == "successor"
+        draw = torch.rand((), generator=self.generator)
+        return bool(draw.item() < self.replacement_rate)
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        layers = self.successor if self.uses_successor() else self.predecessor
+        output: Any = hidden_states
+        for layer in layers:
+            output = layer(hidden_states, *args, **kwargs)
+            hidden_states = output[0] if isinstance(output, tuple) else output
+        trains = self.training and torch.is_grad_enabled()
+        if self.is_last and trains and not hidden_states.requires_grad:
+            # Every block drew its frozen predecessor: nothing trains on this batch, yet the caller
+            # (the Trainer) still calls backward. A grad-requiring leaf here makes that backward a
+            # cheap no-op that leaves the successors' .grad untouched (None on a fresh step, as
+            # when only the successors are handed to the optimizer).
+            hidden_states.requires_grad_(True)
+        return output
+
+
+class ModuleReplacementLayers(nn.ModuleList):
+    """An encoder's layer list under module replacement: :class:`ReplaceableBlock` s in order.
+
+    Built by :func:`prepare_module_replacement`. Set ``replacement_rate`` (p) before each training
+    step and, for reproducible draws across resumes and processes, ``manual_seed``.
+    """
+
+    def __init__(self, blocks: Sequence[ReplaceableBlock], generator: torch.Generator) -> None:
+        super().__init__(blocks)
+        self.generator = generator
+        self.blocks[-1].is_last = True
+        self.register_state_dict_post_hook(_save_as_successor_layout)
+        self.register_load_state_dict_pre_hook(_load_from_successor_layout)
+
+    @property
+    def blocks(self) -> list[ReplaceableBlock]:
+        return [block for block in self if isinstance(block, ReplaceableBlock)]
+
+    @property
+    def predecessor_layers_per_block(self) -> int:
+        return len(self.blocks[0].predecessor)
+
+    @property
+    def successor_layers_per_block(self) -> int:
+        return len(self.blocks[0].successor)
+
+    @property
+    def replacement_rate(self) -> float:
+        return self.blocks[0].replacement_rate
+
+    @replacement_rate.setter
+    def replacement_rate(self, value: float) -> None:
+        rate = _check_rate("replacement_rate", value)
+        for block in self.blocks:
+            block.replacement_rate = rate
+
+    @property
+    def eval_with(self) -> EvalPath:
+        return self.blocks[0].eval_with
+
+    @eval_with.setter
+    def eval_with(self, value: EvalPath) -> None:
+        if value not in ("successor", "predecessor"):
+            raise ValueError(f"eval_with must be 'successor' or 'predecessor', got {value!r}")
+        for block in self.blocks:
+            block.eval_with = value
+
+    def manual_seed(self, seed: int) -> None:
+        """Seed the blocks' Bernoulli draws (they never touch torch's global RNG)."""
+        self.generator.manual_seed(seed)
+
+    def successor_parameters(self) -> list[nn.Parameter]:
+        return [p for block in self.blocks for p in block.successor.parameters()]
+
+    def predecessor_parameters(self) -> list[nn.Parameter]:
+        return [p for block in self.blocks for p in block.predecessor.parameters()]
+
+
+_NATIVE_KEY = re.compile(r"(\d+)\.(successor|predecessor)\.(\d+)\.(.+)")
+_SUCCESSOR_LAYOUT_KEY = re.compile(r"(\d+)\.(.+)")
+_PREDECESSOR_LAYOUT_KEY = re.compile(_PREDECESSOR_KEY + r"\.(\d+)\.(.+)")
+
+
+def _save_as_successor_layout(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any
+) -> None:
+    """``<i>.successor.<r>.x`` -> ``<i*s + r>.x``; ``<i>.predecessor.<r>.x`` -> ``predecessor.<i*n + r>.x``."""
+    assert isinstance(module, ModuleReplacementLayers)
+    per_successor = module.successor_layers_per_block
+    per_predecessor = module.predecessor_layers_per_block
+    renamed: dict[str, Any] = {}
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        match = _NATIVE_KEY.fullmatch(key[len(prefix) :])
+        if match is None:
+            continue
+        block, kind, offset, rest = match.groups()
+        if kind == "successor":
+            index = int(block) * per_successor + int(offset)
+            renamed[f"{prefix}{index}.{rest}"] = state_dict.pop(key)
+        else:
+            index = int(block) * per_predecessor + int(offset)
+            renamed[f"{prefix}{_PREDECESSOR_KEY}.{index}.{rest}"] = state_dict.pop(key)
+    # Successor layers first, in layer order, as a standard model would list them.
+    for key in sorted(renamed, key=lambda k: k.startswith(prefix + _PREDECESSOR_KEY)):
+        state_dict[key] = renamed[key]
+
+
+def _load_from_successor_layout(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """The inverse of :func:`_save_as_successor_layout`; keys already in module layout are kept."""
+    assert isinstance(module, ModuleReplacementLayers)
+    per_successor = module.successor_layers_per_block
+    per_predecessor = module.predecessor_layers_per_block
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        local = key[len(prefix) :]
+        if _NATIVE_KEY.fullmatch(local):
+            continue
+        predecessor = _PREDECESSOR_LAYOUT_KEY.fullmatch(local)
+        if predecessor is not None:
+            index, rest = int(predecessor.group(1)), predecessor.group(2)
+            block, offset = divmod(index, per_predecessor)
+            state_dict[f"{prefix}{block}.predecessor.{offset}.{rest}"] = state_dict.pop(key)
+            continue
+        successor = _SUCCESSOR_LAYOUT_KEY.fullmatch(local)
+        if successor is not None:
+            index, rest = int(successor.group(1)), successor.group(2)
+            block, offset = divmod(index, per_successor)
+            state_dict[f"{prefix}{block}.successor.{offset}.{rest}"] = state_dict.pop(key)
+
+
+def _encoder_of(model: nn.Module) -> nn.Module:
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
+    base = model.base_model
+    encoder = getattr(base, "encoder", None)
+    if encoder is None or not isinstance(getattr(encoder, "layer", None), nn.ModuleList):
+        raise TypeError(
+            "model must be a BERT-style encoder with base_model.encoder.layer (an nn.ModuleList), "
+            f"got {type(model).__name__}"
+        )
+    return encoder
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _successor_sources(
+    init: SuccessorInit, num_layers: int, num_successor_layers: int
+) -> list[int]:
+    """Indices of the predecessor layers the successor layers are copied from, in order."""
+    if isinstance(init, str):
+        if init == "bottom":
+            return list(range(num_successor_layers))
+        if init == "every_kth":
+            if num_layers % num_successor_layers:
+                raise ValueError(
+                    f"successor_init='every_kth' needs num_successor_layers={num_successor_layers} "
+                    f"to divide the predecessor's {num_layers} layers"
+                )
+            k = num_layers // num_successor_layers
+            return [k * (i + 1) - 1 for i in range(num_successor_layers)]
+        raise ValueError(
+            f"successor_init must be 'bottom', 'every_kth' or a sequence of layer indices, got {init!r}"
+        )
+    if not isinstance(init, Sequence):
+        raise TypeError(f"successor_init must be a str or a sequence of ints, got {init!r}")
+    sources: list[int] = []
+    for index in init:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < num_layers:
+            raise ValueError(
+                f"successor_init indices must be ints in [0, {num_layers}), got {index!r}"
+            )
+        sources.append(index)
+    if len(sources) != num_successor_layers:
+        raise ValueError(
+            f"successor_init must list num_successor_layers={num_successor_layers} layer indices, "
+            f"got {len(sources)}"
+        )
+    return sources
+
+
+def prepare_module_replacement(
+    model: PreTrainedModel,
+    num_successor_layers: int,
+    *,
+    num_modules: int | None = None,
+    successor_init: SuccessorInit = "bottom",
+    replacement_rate: float = 0.5,
+    eval_with: EvalPath = "successor",
+    seed: int = 0,
+) -> ModuleReplacementLayers:
+    """Turn a fine-tuned classifier into a predecessor/successor pair, in place.
+
+    Args:
+        model: a BERT-style classifier (``base_model.encoder.layer``) with N layers; it is changed
+            in place: pass ``copy.deepcopy(teacher)`` if the teacher is still needed.
+        num_successor_layers: S, the successor's depth (1 <= S < N).
+        num_modules: M, how many blocks are replaced independently; each predecessor block has
+            N/M layers and its successor S/M. Default S (the paper: one layer per successor module).
+        successor_init: ``"bottom"`` copies predecessor layers 0..S-1 (the paper), ``"every_kth"``
+            copies layers k-1, 2k-1, ..., N-1 for k = N/S (the top layer of each k-layer group), or
+            a sequence of S predecessor layer indices.
+        replacement_rate: the initial p (a callback or the caller sets it each step).
+        eval_with: the path in eval mode; ``"successor"`` (default) evaluates what is exported.
+        seed: seeds the Bernoulli draws (a private generator; torch's global RNG is not used).
+
+    Returns:
+        The :class:`ModuleReplacementLayers` now at ``model.base_model.encoder.layer``. Only the
+        successor parameters keep ``requires_grad``: build the optimizer (or Trainer) afterwards.
+    """
+    encoder = _encoder_of(model)
+    if isinstance(encoder.layer, ModuleReplacementLayers):
+        raise ValueError("model is already prepared for module replacement")
+    layers: list[nn.Module] = list(cast(nn.ModuleList, encoder.layer))
+    num_layers = len(layers)
+    num_successor_layers = _positive_int("num_successor_layers", num_successor_layers)
+    if num_successor_layers >= num_layers:
+        raise ValueError(
+            f"num_successor_layers={num_successor_layers} must be smaller than the predecessor's "
+            f"{num_layers} layers"
+        )
+    modules = num_successor_layers if num_modules is None else num_modules
+    modules = _positive_int("num_modules", modules)
+    if num_layers % modules:
+        name = "num_successor_layers" if num_modules is None else "num_modules"
+        raise ValueError(
+            f"{name}={modules} must divide the predecessor's {num_layers} layers "
+            "(config.num_hidden_layers)"
+        )
+    if num_successor_layers % modules:
+        raise ValueError(
+            f"num_modules={modules} must divide num_successor_layers={num_successor_layers}"
+        )
+    sources = _successor_sources(successor_init, num_layers, num_successor_layers)
+    if eval_with not in ("successor", "predecessor"):
+        raise ValueError(f"eval_with must be 'successor' or 'predecessor', got {eval_with!r}")
+    rate = _check_rate("replacement_rate", replacement_rate)
+
+    model.requires_grad_(False)
+    per_predecessor = num_layers // modules
+    per_successor = num_successor_layers // modules
+    generator = torch.Generator().manual_seed(seed)
+    blocks = []
+    for i in range(modules):
+        predecessor = nn.ModuleList(layers[i * per_predecessor : (i + 1) * per_predecessor])
+        successor = nn.ModuleList(
+            copy.deepcopy(layers[j]) for j in sources[i * per_successor : (i + 1) * per_successor]
+        )
+        successor.requires_grad_(True)
+        blocks.append(ReplaceableBlock(predecessor, successor, generator))
+    replacement = ModuleReplacementLayers(blocks, generator)
+    replacement.replacement_rate = rate
+    replacement.eval_with = eval_with
+    replacement.train(model.training)
+    encoder.layer = replacement
+    # The config describes what save_pretrained writes and from_pretrained rebuilds: the successor.
+    model.config.num_hidden_layers = num_successor_layers
+    return replacement
+
+
+def find_module_replacement(model: nn.Module) -> ModuleReplacementLayers:
+    """The :class:`ModuleReplacementLayers` of a model prepared by :func:`prepare_module_replacement`."""
+    for module in model.modules():
+        if isinstance(module, ModuleReplacementLayers):
+            return module
+    raise ValueError(
+        f"{type(model).__name__} is not prepared for module replacement: call "
+        "prepare_module_replacement(model, num_successor_layers) before building the optimizer "
+        "(or the Trainer)"
+    )
+
+
+def _predecessor_prefix(model: nn.Module) -> str:
+    for name, module in model.named_modules():
+        if isinstance(module, ModuleReplacementLayers):
+            return f"{name}.{_PREDECESSOR_KEY}."
+    raise ValueError(f"{type(model).__name__} is not prepared for module replacement")
+
+
+def export_successor(model: PreTrainedModel) -> PreTrainedModel:
+    """The successor alone as a standalone model of the model's own class, in eval mode.
+
+    It holds copies of the predecessor's embeddings, pooler and head and of the successor layers,
+    has ``config.num_hidden_layers`` = the successor's depth, and predicts exactly as the wrapped
+    model does in eval mode with ``eval_with="successor"``. Save it with ``save_pretrained``.
+    """
+    prefix = _predecessor_prefix(model)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    parameter = next(model.parameters())
+    model_class: Any = type(model)
+    successor = cast(
+        PreTrainedModel,
+        model_class(copy.deepcopy(model.config)).to(device=parameter.device, dtype=parameter.dtype),
+    )
+    successor.load_state_dict(state, strict=True)
+    successor.requires_grad_(True)
+    return successor.eval()

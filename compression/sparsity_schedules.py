@@ -1,0 +1,210 @@
+"""Sparsity schedules: the share of weights to prune after a given number of optimizer steps.
+
+Three schedules, each a frozen dataclass with ``sparsity_at(step)``:
+
+- :class:`OneShotSchedule`: dense before ``step``, the full target from ``step`` on.
+- :class:`LinearSchedule`: from ``initial_sparsity`` at ``start_step`` to ``target_sparsity`` at
+  ``end_step`` in a straight line.
+- :class:`CubicSchedule`: the gradual schedule of Zhu & Gupta (2017, "To prune, or not to prune"),
+  ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt)) ** 3`` with ``t0 = start_step`` and
+  ``n * dt = end_step - start_step``: fast pruning early, slow near the end.
+
+``step`` counts completed optimizer steps (``TrainerState.global_step``). Before ``start_step`` the
+model is dense (sparsity 0); from ``end_step`` on it is at the target. Linear and cubic schedules
+change only every ``frequency`` steps: ``t`` is rounded down to ``start_step + k * frequency``, so
+when ``end_step - start_step`` is not a multiple of ``frequency`` the last change is the jump to
+the target at ``end_step``.
+
+``torch.ao.pruning.scheduler.CubicSL`` computes the same cubic curve but only drives a
+``torch.ao.pruning`` sparsifier (parametrizations on the model) and does not hold the value between
+pruning steps; the tests check these values against its ``sparsity_compute_fn``.
+
+Example:
+    >>> from loyalkit.compression import CubicSchedule
+    >>> schedule = CubicSchedule(target_sparsity=0.8, start_step=0, end_step=100, frequency=25)
+    >>> [round(schedule.sparsity_at(t), 4) for t in (0, 24, 25, 50, 75, 100, 500)]
+    [0.0, 0.0, 0.4625, 0.7, 0.7875, 0.8, 0.8]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "CubicSchedule",
+    "LinearSchedule",
+    "OneShotSchedule",
+    "SparsitySchedule",
+    "schedule_from_dict",
+    "schedule_to_dict",
+]
+
+
+def check_sparsity(value: Any, name: str, upper: float = 1.0) -> float:
+    """``value`` as a float in [0, 1) and at most ``upper``; errors name the argument ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in [0, 1), got {value!r}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    if float(value) > upper:
+        raise ValueError(f"{name} must not exceed target_sparsity ({upper}), got {value!r}")
+    return float(value)
+
+
+def _check_step(value: Any, name: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_window(start_step: Any, end_step: Any, frequency: Any) -> None:
+    _check_step(start_step, "start_step")
+    _check_step(end_step, "end_step")
+    _check_step(frequency, "frequency", minimum=1)
+    if end_step <= start_step:
+        raise ValueError(
+            f"end_step must be greater than start_step, got end_step={end_step} "
+            f"and start_step={start_step}"
+        )
+
+
+def _grid_progress(step: int, start_step: int, end_step: int, frequency: int) -> float:
+    """``(t - t0) / (n * dt)`` with ``t`` rounded down to the pruning grid, in [0, 1]."""
+    if step >= end_step:
+        return 1.0
+    on_grid = start_step + (step - start_step) // frequency * frequency
+    return (on_grid - start_step) / (end_step - start_step)
+
+
+@dataclass(frozen=True)
+class OneShotSchedule:
+    """Dense until ``step``, then ``target_sparsity`` (``step=0``: prune before training starts).
+
+    Example:
+        >>> schedule = OneShotSchedule(target_sparsity=0.5, step=10)
+        >>> schedule.sparsity_at(9), schedule.sparsity_at(10)
+        (0.0, 0.5)
+    """
+
+    kind: ClassVar[str] = "one_shot"
+    target_sparsity: float
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        check_sparsity(self.target_sparsity, "target_sparsity")
+        _check_step(self.step, "step")
+
+    def sparsity_at(self, step: int) -> float:
+        """The sparsity the model should have after ``step`` optimizer steps."""
+        _check_step(step, "step")
+        return float(self.target_sparsity) if step >= self.step else 0.0
+
+
+@dataclass(frozen=True)
+class LinearSchedule:
+    """From ``initial_sparsity`` at ``start_step`` to ``target_sparsity`` at ``end_step``, linearly.
+
+    Example:
+        >>> schedule = LinearSchedule(target_sparsity=0.6, start_step=10, end_step=40, frequency=10)
+        >>> [round(schedule.sparsity_at(t), 4) for t in (0, 10, 19, 20, 30, 40)]
+        [0.0, 0.0, 0.0, 0.2, 0.4, 0.6]
+    """
+
+    kind: ClassVar[str] = "linear"
+    target_sparsity: float
+    start_step: int
+    end_step: int
+    frequency: int = 1
+    initial_sparsity: float = 0.0
+
+    def __post_init__(self) -> None:
+        target = check_sparsity(self.target_sparsity, "target_sparsity")
+        check_sparsity(self.initial_sparsity, "initial_sparsity", upper=target)
+        _check_window(self.start_step, self.end_step, self.frequency)
+
+    def sparsity_at(self, step: int) -> float:
+        """The sparsity the model should have after ``step`` optimizer steps."""
+        _check_step(step, "step")
+        if step < self.start_step:
+            return 0.0
+        progress = _grid_progress(step, self.start_step, self.end_step, self.frequency)
+        initial, target = float(self.initial_sparsity), float(self.target_sparsity)
+        return initial + (target - initial) * progress
+
+
+@dataclass(frozen=True)
+class CubicSchedule:
+    """Zhu & Gupta's gradual schedule: ``s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt)) ** 3``.
+
+    ``t0 = start_step``, ``n * dt = end_step - start_step``, ``dt = frequency``.
+
+    Example:
+        >>> schedule = CubicSchedule(target_sparsity=0.9, start_step=0, end_step=10, frequency=1)
+        >>> round(schedule.sparsity_at(5), 4)
+        0.7875
+    """
+
+    kind: ClassVar[str] = "cubic"
+    target_sparsity: float
+    start_step: int
+    end_step: int
+    frequency: int = 1
+    initial_sparsity: float = 0.0
+
+    def __post_init__(self) -> None:
+        target = check_sparsity(self.target_sparsity, "target_sparsity")
+        check_sparsity(self.initial_sparsity, "initial_sparsity", upper=target)
+        _check_window(self.start_step, self.end_step, self.frequency)
+
+    def sparsity_at(self, step: int) -> float:
+        """The sparsity the model should have after ``step`` optimizer steps."""
+        _check_step(step, "step")
+        if step < self.start_step:
+            return 0.0
+        progress = _grid_progress(step, self.start_step, self.end_step, self.frequency)
+        initial, target = float(self.initial_sparsity), float(self.target_sparsity)
+        return target + (initial - target) * (1.0 - progress) ** 3
+
+
+SparsitySchedule = OneShotSchedule | LinearSchedule | CubicSchedule
+_KINDS: dict[str, type[OneShotSchedule] | type[LinearSchedule] | type[CubicSchedule]] = {
+    cls.kind: cls for cls in (OneShotSchedule, LinearSchedule, CubicSchedule)
+}
+
+
+def schedule_to_dict(schedule: SparsitySchedule) -> dict[str, Any]:
+    """A JSON-ready description of ``schedule`` (``kind`` plus its fields).
+
+    Example:
+        >>> schedule_to_dict(OneShotSchedule(target_sparsity=0.5))
+        {'kind': 'one_shot', 'target_sparsity': 0.5, 'step': 0}
+    """
+    if not isinstance(schedule, tuple(_KINDS.values())):
+        raise TypeError(
+            "schedule must be a OneShotSchedule, LinearSchedule or CubicSchedule, "
+            f"got {type(schedule).__name__}"
+        )
+    return {"kind": schedule.kind, **dataclasses.asdict(schedule)}
+
+
+def schedule_from_dict(description: Mapping[str, Any]) -> SparsitySchedule:
+    """The schedule that :func:`schedule_to_dict` described.
+
+    Example:
+        >>> schedule_from_dict({"kind": "linear", "target_sparsity": 0.5, "start_step": 0,
+        ...                     "end_step": 10})
+        LinearSchedule(target_sparsity=0.5, start_step=0, end_step=10, frequency=1, initial_sparsity=0.0)
+    """
+    if not isinstance(description, Mapping):
+        raise TypeError(f"schedule must be a mapping, got {type(description).__name__}")
+    fields = dict(description)
+    kind = fields.pop("kind", None)
+    if kind not in _KINDS:
+        raise ValueError(f"schedule['kind'] must be one of {sorted(_KINDS)}, got {kind!r}")
+    return _KINDS[kind](**fields)
