@@ -72,11 +72,11 @@ def _arrow_to_numpy(values: Any, name: str) -> np.ndarray:
         raise ValueError(f"{_describe(name)} has {values.null_count} missing values")
     if not (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)):
         return np.asarray(values.to_numpy(zero_copy_only=False))
-    lengths = np.unique(pc.list_value_length(values).to_numpy(zero_copy_only=False))
-    if len(lengths) > 1:
+    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+    if len(lengths) and lengths.min() != lengths.max():
         raise ValueError(
             f"{_describe(name)} has ragged rows: every row must have the same number of classes, "
-            f"got rows of lengths {lengths.tolist()}"
+            f"got rows of lengths {np.unique(lengths).tolist()}"
         )
     width = int(lengths[0]) if len(lengths) else 0
     flat = values.flatten().to_numpy(zero_copy_only=False)

@@ -369,3 +369,13 @@ def test_callers_arrays_are_never_modified(order, rows):
     kl_divergence(student, teacher)
     np.testing.assert_array_equal(student, saved[0])
     np.testing.assert_array_equal(teacher, saved[1])
+
+
+def test_several_chunks_match_scipy():
+    # More examples than one chunk of the implementation, with a ragged last chunk.
+    student, teacher = random_logits((40_005, 3), 17), random_logits((40_005, 3), 18)
+    result = loyalty(student, teacher)
+    expected = reference_probability_loyalty(softmax(student, 1), softmax(teacher, 1))
+    assert result["probability_loyalty"] == pytest.approx(expected, rel=1e-12)
+    kl = rel_entr(softmax(teacher, 1), softmax(student, 1)).sum(1).mean()
+    assert result["kl_divergence"] == pytest.approx(kl, rel=1e-9)
