@@ -50,7 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its table."""
-    from loyalkit.demo import DemoConfig, results_table, run_demo
+    from loyalkit.demo import DemoConfig, run_demo
 
     logging.basicConfig(level=logging.WARNING)
     config = DemoConfig(
