@@ -4,18 +4,29 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The second environment: transformers 4.57, the newest that TextAttack (through flair) accepts.
+COMPAT_VENV ?= .venv-compat
+COMPAT_BIN := $(COMPAT_VENV)/bin
 TORCH_VERSION := 2.13.0
 STUDY_OUTPUT ?= study-output
 
-.PHONY: test study venv system-deps lint typecheck pytest clean
+.PHONY: test study venv compat-venv system-deps lint typecheck pytest pytest-compat clean
 
 venv: $(VENV)/.installed
+compat-venv: $(COMPAT_VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+$(COMPAT_VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_BIN)/python -m pip install --quiet --upgrade pip
+	$(COMPAT_BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(COMPAT_BIN)/python -m pip install --quiet -e ".[test]" "transformers>=4.57,<5"
 	touch $@
 
 # Browser tests of the metric Spaces drive Debian's Chromium headless.
@@ -35,10 +46,14 @@ typecheck: venv
 pytest: venv system-deps
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+# The whole suite again on transformers 4.57; the real-model check runs once, in the main environment.
+pytest-compat: compat-venv system-deps
+	$(COMPAT_BIN)/python -m pytest -m "not real_model"
+
+test: lint typecheck pytest pytest-compat
 
 study: venv
 	$(BIN)/loyalkit demo --output $(STUDY_OUTPUT)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -39,6 +39,7 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from loyalkit.callbacks.conflicts import register_callback
 from loyalkit.compression.distillation import DistillationConfig, Distiller
 
 __all__ = ["DistillationCallback"]
@@ -96,6 +97,7 @@ class DistillationCallback(TrainerCallback):
     ) -> None:
         if model is None:
             raise ValueError("DistillationCallback needs the Trainer's `model` at train begin")
+        register_callback(self, state, model)
         self.distiller.attach(model)
 
     def on_train_end(

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from loyalkit.callbacks.conflicts import register_callback
 from loyalkit.compression.head_importance import (
     gradient_head_importance,
     magnitude_head_importance,
@@ -195,6 +196,7 @@ class HeadPruningCallback(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         model = kwargs["model"]
+        register_callback(self, state, model)
         # fail now, not hundreds of steps in, if the last share cannot be reached on this model
         present = magnitude_head_importance(model) * 0  # 0 per head present, NaN if removed
         select_heads_to_prune(

@@ -104,6 +104,11 @@ class LoyaltyCallback(TrainerCallback):
             )
         if self._trainer is not None:
             raise ValueError("this LoyaltyCallback is already attached to a Trainer")
+        if any(isinstance(cb, LoyaltyCallback) for cb in trainer.callback_handler.callbacks):
+            raise ValueError(
+                "LoyaltyCallback and another LoyaltyCallback conflict: the Trainer already has "
+                "one, and both would report the same metric names (eval_label_loyalty, ...)"
+            )
         if trainer.args.batch_eval_metrics:
             raise ValueError(
                 "LoyaltyCallback needs the whole evaluation set's logits: "

@@ -40,6 +40,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
+from loyalkit.callbacks.conflicts import register_callback
 from loyalkit.compression.magnitude_pruning import (
     PruningMasks,
     PruningScope,
@@ -117,6 +118,7 @@ class MagnitudePruningCallback(TrainerCallback, ExportableState):
         model: nn.Module | None = None,
         **kwargs: Any,
     ) -> None:
+        register_callback(self, state, model)
         # On resume the model already holds the checkpoint's weights: this rebuilds its masks.
         self._enforce(model, state.global_step)
 

@@ -45,6 +45,7 @@ from transformers import (
 )
 from transformers.trainer_callback import ExportableState
 
+from loyalkit.callbacks.conflicts import register_callback
 from loyalkit.compression.module_replacement import (
     ConstantReplacementSchedule,
     LinearReplacementSchedule,
@@ -54,6 +55,7 @@ from loyalkit.compression.module_replacement import (
     find_module_replacement,
     replacement_schedule_from_dict,
 )
+from loyalkit.compression.quantization import save_quantized
 
 __all__ = ["ModuleReplacementCallback"]
 
@@ -146,6 +148,7 @@ class ModuleReplacementCallback(TrainerCallback, ExportableState):
     ) -> None:
         if model is None:
             raise ValueError("ModuleReplacementCallback needs the Trainer's model")
+        register_callback(self, state, model)
         _check_optimizer_trains(find_module_replacement(model), model, optimizer)
         self._set_rate(args, state.global_step, model)
 
@@ -189,4 +192,8 @@ class ModuleReplacementCallback(TrainerCallback, ExportableState):
             raise TypeError(
                 f"export needs a transformers PreTrainedModel, got {type(model).__name__}"
             )
-        export_successor(model).save_pretrained(self.export_dir)
+        successor = export_successor(model)
+        if getattr(successor, "hf_quantizer", None) is not None:
+            save_quantized(successor, self.export_dir)  # int8: listed after a quantization callback
+        else:
+            successor.save_pretrained(self.export_dir)

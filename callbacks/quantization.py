@@ -28,6 +28,7 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from loyalkit.callbacks.conflicts import register_callback
 from loyalkit.compression.quantization import (
     INT8_BACKENDS,
     Int8Backend,
@@ -70,7 +71,9 @@ class PostTrainingQuantizationCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if is_fake_quantized(_model(kwargs)):
+        model = _model(kwargs)
+        register_callback(self, state, model)
+        if is_fake_quantized(model):
             raise ValueError(_CONFLICT)
 
     def on_train_end(
@@ -103,6 +106,7 @@ class QuantizationAwareTrainingCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         model = _model(kwargs)
+        register_callback(self, state, model)
         if not is_fake_quantized(model):
             prepare_qat(model)
 

@@ -437,6 +437,17 @@ class Distiller:
                 f"`config.problem_type` is {problem!r}"
             )
         if self.config._layer_map:
+            from loyalkit.compression.module_replacement import ModuleReplacementLayers
+
+            if any(isinstance(m, ModuleReplacementLayers) for m in student.modules()):
+                raise ValueError(
+                    "hidden-state distillation (DistillationCallback / Distiller with "
+                    "`hidden_layer_map`) conflicts with module replacement "
+                    "(ModuleReplacementCallback / prepare_module_replacement): in training each "
+                    "block runs its predecessor or its successor at random, so a student layer "
+                    "index names no fixed layer (transformers 5 even records every inner layer "
+                    "that ran); use logit distillation (hidden_layer_map=None)"
+                )
             check_layer_map(
                 self.config._layer_map,
                 _num_layers(student, "student"),

@@ -226,10 +226,17 @@ def magnitude_prune(
     return masks
 
 
+def _zeros(weight: torch.Tensor) -> int:
+    # torchao int8 weights (after quantization) are tensor subclasses without `==`: count the
+    # zeros of their values.
+    values = weight if type(weight.data) is torch.Tensor else weight.dequantize()
+    return int((values == 0).sum())
+
+
 def sparsity_per_tensor(model: nn.Module, module_pattern: str | None = None) -> dict[str, float]:
     """The real share of zeros in each weight :func:`prunable_weights` selects."""
     return {
-        name: float((weight == 0).sum()) / weight.numel()
+        name: _zeros(weight) / weight.numel()
         for name, weight in prunable_weights(model, module_pattern).items()
     }
 
@@ -237,5 +244,5 @@ def sparsity_per_tensor(model: nn.Module, module_pattern: str | None = None) -> 
 def sparsity(model: nn.Module, module_pattern: str | None = None) -> float:
     """The real share of zeros over all weights :func:`prunable_weights` selects, together."""
     weights = prunable_weights(model, module_pattern).values()
-    zeros = sum(int((weight == 0).sum()) for weight in weights)
+    zeros = sum(_zeros(weight) for weight in weights)
     return zeros / sum(weight.numel() for weight in weights)

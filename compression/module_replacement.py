@@ -461,8 +461,15 @@ def export_successor(model: PreTrainedModel) -> PreTrainedModel:
     It holds copies of the predecessor's embeddings, pooler and head and of the successor layers,
     has ``config.num_hidden_layers`` = the successor's depth, and predicts exactly as the wrapped
     model does in eval mode with ``eval_with="successor"``. Save it with ``save_pretrained``.
+    A model quantized to int8 by torchao (``quantize_dynamic_int8``, ``convert_qat``) gives the
+    int8 successor, with the same quantization config: save it with ``save_quantized``.
     """
     prefix = _predecessor_prefix(model)
+    if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
+        raise ValueError(
+            "a model quantized with the torch.ao backend cannot be exported: export the successor "
+            "first and quantize it, or quantize with the torchao backend"
+        )
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
     parameter = next(model.parameters())
     model_class: Any = type(model)
@@ -470,6 +477,12 @@ def export_successor(model: PreTrainedModel) -> PreTrainedModel:
         PreTrainedModel,
         model_class(copy.deepcopy(model.config)).to(device=parameter.device, dtype=parameter.dtype),
     )
-    successor.load_state_dict(state, strict=True)
-    successor.requires_grad_(True)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        successor.load_state_dict(state, strict=True)
+        successor.requires_grad_(True)
+    else:
+        # int8 tensor subclasses cannot be copied into float parameters: take copies as they are.
+        successor.load_state_dict(copy.deepcopy(state), strict=True, assign=True)
+        successor.hf_quantizer = quantizer
     return successor.eval()

@@ -109,7 +109,11 @@ def _attach_torchao_config(model: nn.Module, ao_config: Any) -> None:
     if not isinstance(model, PreTrainedModel):
         return
     hf_config = TorchAoConfig(quant_type=ao_config)
-    model.hf_quantizer = AutoHfQuantizer.from_config(hf_config)
+    quantizer = AutoHfQuantizer.from_config(hf_config)
+    # from_pretrained runs this before loading; transformers 4.57 sets `offload` here, which its
+    # save_pretrained reads.
+    quantizer.validate_environment()
+    model.hf_quantizer = quantizer
     model.config.quantization_config = hf_config
 
 

@@ -11,21 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import evaluate
 import numpy as np
 import pyarrow as pa
 
 from loyalkit.metrics.inputs import check_same_length, to_numpy
-
-
-def metric_info(**kwargs: Any) -> evaluate.MetricInfo:
-    """A ``MetricInfo`` whose columns reach ``_compute`` as Arrow arrays (no copy, no lists).
-
-    ``evaluate`` only accepts a format for scalar features at construction, so it is set after.
-    """
-    info = evaluate.MetricInfo(**kwargs)
-    info.format = "arrow"
-    return info
 
 
 def _as_array(values: Any) -> np.ndarray | None:

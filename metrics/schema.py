@@ -1,8 +1,42 @@
-"""The input schema shared by the ``evaluate`` modules: scores (2-D) or class labels (1-D)."""
+"""What the three ``evaluate`` modules share: their input schema, citation and ``MetricInfo``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import datasets
+import evaluate
+
+XU_2021_CITATION = """
+@inproceedings{xu-etal-2021-beyond,
+    title = "Beyond Preserved Accuracy: Evaluating Loyalty and Robustness of {BERT} Compression",
+    author = "Xu, Canwen and Zhou, Wangchunshu and Ge, Tao and Xu, Ke and McAuley, Julian and Wei, Furu",
+    booktitle = "Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing",
+    year = "2021",
+    pages = "10653--10659",
+}
+"""
+
+PAPER_URL = "https://aclanthology.org/2021.emnlp-main.832/"
+
+
+def metric_info(
+    description: str, inputs_description: str, features: Any, citation: str = XU_2021_CITATION
+) -> evaluate.MetricInfo:
+    """A ``MetricInfo`` whose columns reach ``_compute`` as Arrow arrays (no copy, no lists).
+
+    ``evaluate`` only accepts a format for scalar features at construction, so it is set after;
+    ``loyalkit.metrics.arrow_io.ArrowBatches`` writes the batches that this format reads back.
+    """
+    info = evaluate.MetricInfo(
+        description=description,
+        citation=citation,
+        inputs_description=inputs_description,
+        features=features,
+        reference_urls=[PAPER_URL],
+    )
+    info.format = "arrow"
+    return info
 
 
 def score_features() -> datasets.Features:

@@ -3,9 +3,9 @@
 import evaluate
 
 from loyalkit.metrics import label_loyalty
-from loyalkit.metrics.arrow_io import ArrowBatches, metric_info
+from loyalkit.metrics.arrow_io import ArrowBatches
 from loyalkit.metrics.inputs import check_base, check_input_type
-from loyalkit.metrics.schema import label_features, score_features
+from loyalkit.metrics.schema import XU_2021_CITATION, label_features, metric_info, score_features
 
 _DESCRIPTION = """
 Label loyalty (Xu et al., 2021) is the share of examples on which a compressed model (the student,
@@ -33,26 +33,14 @@ Examples:
     {'label_loyalty': 0.5}
 """
 
-_CITATION = """
-@inproceedings{xu-etal-2021-beyond,
-    title = "Beyond Preserved Accuracy: Evaluating Loyalty and Robustness of {BERT} Compression",
-    author = "Xu, Canwen and Zhou, Wangchunshu and Ge, Tao and Xu, Ke and McAuley, Julian and Wei, Furu",
-    booktitle = "Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing",
-    year = "2021",
-    pages = "10653--10659",
-}
-"""
+_CITATION = XU_2021_CITATION
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class LabelLoyalty(ArrowBatches, evaluate.Metric):
     def _info(self):
         return metric_info(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=[label_features(), score_features()],
-            reference_urls=["https://aclanthology.org/2021.emnlp-main.832/"],
+            _DESCRIPTION, _KWARGS_DESCRIPTION, [label_features(), score_features()], _CITATION
         )
 
     def _compute(

@@ -3,8 +3,8 @@
 import evaluate
 
 from loyalkit.metrics import loyalty as loyalty_report
-from loyalkit.metrics.arrow_io import ArrowBatches, metric_info
-from loyalkit.metrics.schema import label_features, score_features
+from loyalkit.metrics.arrow_io import ArrowBatches
+from loyalkit.metrics.schema import XU_2021_CITATION, label_features, metric_info, score_features
 
 _DESCRIPTION = """
 How faithful a compressed model (the student) is to the model it was compressed from (the teacher),
@@ -53,32 +53,23 @@ Examples:
     0.25 [2, 3]
 """
 
-_CITATION = """
-@inproceedings{xu-etal-2021-beyond,
-    title = "Beyond Preserved Accuracy: Evaluating Loyalty and Robustness of {BERT} Compression",
-    author = "Xu, Canwen and Zhou, Wangchunshu and Ge, Tao and Xu, Ke and McAuley, Julian and Wei, Furu",
-    booktitle = "Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing",
-    year = "2021",
-    pages = "10653--10659",
-}
-@article{dutta2024accuracy,
+_CITATION = (
+    XU_2021_CITATION
+    + """@article{dutta2024accuracy,
     title = "Accuracy is Not All You Need",
     author = "Dutta, Abhinav and Krishnan, Sanjeev and Kwatra, Nipun and Ramjee, Ramachandran",
     journal = "arXiv preprint arXiv:2407.09141",
     year = "2024",
 }
 """
+)
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Loyalty(ArrowBatches, evaluate.Metric):
     def _info(self):
         return metric_info(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=[score_features(), label_features()],
-            reference_urls=["https://aclanthology.org/2021.emnlp-main.832/"],
+            _DESCRIPTION, _KWARGS_DESCRIPTION, [score_features(), label_features()], _CITATION
         )
 
     def _compute(self, predictions, references, **kwargs):

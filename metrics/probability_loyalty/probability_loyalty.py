@@ -3,8 +3,8 @@
 import evaluate
 
 from loyalkit.metrics import probability_loyalty
-from loyalkit.metrics.arrow_io import ArrowBatches, metric_info
-from loyalkit.metrics.schema import score_features
+from loyalkit.metrics.arrow_io import ArrowBatches
+from loyalkit.metrics.schema import XU_2021_CITATION, metric_info, score_features
 
 _DESCRIPTION = """
 Probability loyalty (Xu et al., 2021) is the mean over examples of 1 - sqrt(JSD(p_teacher ||
@@ -41,27 +41,13 @@ Examples:
     0.0
 """
 
-_CITATION = """
-@inproceedings{xu-etal-2021-beyond,
-    title = "Beyond Preserved Accuracy: Evaluating Loyalty and Robustness of {BERT} Compression",
-    author = "Xu, Canwen and Zhou, Wangchunshu and Ge, Tao and Xu, Ke and McAuley, Julian and Wei, Furu",
-    booktitle = "Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing",
-    year = "2021",
-    pages = "10653--10659",
-}
-"""
+_CITATION = XU_2021_CITATION
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class ProbabilityLoyalty(ArrowBatches, evaluate.Metric):
     def _info(self):
-        return metric_info(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=score_features(),
-            reference_urls=["https://aclanthology.org/2021.emnlp-main.832/"],
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, score_features(), _CITATION)
 
     def _compute(
         self, predictions, references, input_type="logits", base=None, num_classes=None, labels=None

@@ -1,0 +1,336 @@
+"""Compression callbacks combined in one plain ``Trainer``, and the combinations that must fail.
+
+Real ``Trainer.train()`` runs of a few steps on tiny local BERTs. Each effect of a combination is
+checked against an independent reference: the optimised loss against the distillation objective
+written out by hand (softmax/log in float64) from the logits the student really produced and the
+teacher's own logits; sparsity against a numpy count of zeros; loyalty against
+``scipy.spatial.distance.jensenshannon`` and ``sklearn.metrics.accuracy_score``; the exported
+int8 successor against a fresh 2-layer model loaded with the trained float weights and quantized
+on its own.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import jensenshannon
+from scipy.special import softmax
+from sklearn.metrics import accuracy_score
+from tiny_bert import tiny_bert, tiny_bert_config, tiny_sentiment_dataset, tiny_tokenizer
+from torch import nn
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertForSequenceClassification,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from loyalkit.callbacks import (
+    DistillationCallback,
+    LoyaltyCallback,
+    MagnitudePruningCallback,
+    ModuleReplacementCallback,
+    QuantizationAwareTrainingCallback,
+)
+from loyalkit.compression import (
+    ConstantReplacementSchedule,
+    CubicSchedule,
+    prepare_module_replacement,
+    prunable_weights,
+    quantize_dynamic_int8,
+)
+from loyalkit.compression.quantization import is_fake_quantized
+
+TEMPERATURE, ALPHA = 2.0, 0.5
+import os
+INIT = eval(os.environ.get('INIT', '"bottom"'))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+    return {
+        "tokenizer": tokenizer,
+        "train": tiny_sentiment_dataset(tokenizer, n=48, seed=0),
+        "eval": tiny_sentiment_dataset(tokenizer, n=20, seed=1),
+    }
+
+
+def padded(tokenizer: Any, dataset: Any) -> dict[str, torch.Tensor]:
+    """The whole set in one batch, padded as the Trainer's collator pads a batch of it."""
+    columns = ["input_ids", "token_type_ids", "attention_mask"]
+    return tokenizer.pad([{k: row[k] for k in columns} for row in dataset], return_tensors="pt")
+
+
+@pytest.fixture(scope="module")
+def teacher(data: dict[str, Any]) -> nn.Module:
+    """A 4-layer tiny BERT fitted to the sentiment task, so students can disagree with it."""
+    torch.set_num_threads(1)
+    model = tiny_bert(num_layers=4, seed=1).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = padded(data["tokenizer"], data["train"])
+    labels = torch.tensor(data["train"]["labels"])
+    for _ in range(30):
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+def logits_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(**batch).logits.float().numpy()
+    model.train(was_training)
+    return out
+
+
+def training_args(output_dir: Path, **overrides: Any) -> TrainingArguments:
+    settings: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=4,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=20,  # the whole eval set: padded exactly as `padded` pads it
+        learning_rate=5e-3,
+        lr_scheduler_type="constant",
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        data_seed=0,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    settings.update(overrides)
+    return TrainingArguments(**settings)
+
+
+def make_trainer(data: dict[str, Any], model: nn.Module, args: Any, callbacks: list) -> Trainer:
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["eval"],
+        processing_class=data["tokenizer"],
+        callbacks=callbacks,
+    )
+
+
+class TrainingForwards(TrainerCallback):
+    """Records each training forward: inputs, student logits and the loss the Trainer receives.
+
+    Listed after DistillationCallback, its hook runs after the distillation hook, so it sees the
+    loss the Trainer back-propagates.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._handle: Any = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        self._handle = model.register_forward_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs, outputs):  # type: ignore[no-untyped-def]
+        if module.training:
+            self.records.append(
+                {
+                    "inputs": {
+                        k: v.detach().clone() for k, v in kwargs.items() if torch.is_tensor(v)
+                    },
+                    "logits": outputs.logits.detach().clone(),
+                    "loss": float(outputs.loss.detach()),
+                }
+            )
+
+    def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        self._handle.remove()
+
+
+class Evaluations(TrainerCallback):
+    """At each evaluation: the student's logits on the eval set, run here in one padded batch."""
+
+    def __init__(self, batch: dict[str, torch.Tensor]) -> None:
+        self.batch = batch
+        self.logits: dict[int, np.ndarray] = {}
+        self.fake_quantized: dict[int, bool] = {}
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        self.logits[state.global_step] = logits_of(model, self.batch)
+        self.fake_quantized[state.global_step] = is_fake_quantized(model)
+
+
+class FinalWeights(TrainerCallback):
+    """The model's state at train end, as the callbacks listed before this one left it."""
+
+    state_dict: dict[str, torch.Tensor]
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        self.state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def kd_loss_by_hand(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> float:
+    """alpha * T^2 * KL(p_t || p_s) + (1 - alpha) * CE, batch mean, in float64."""
+    p_teacher = torch.softmax(teacher.double() / TEMPERATURE, dim=1)
+    log_p_student = torch.log_softmax(student.double() / TEMPERATURE, dim=1)
+    kl = (p_teacher * (p_teacher.log() - log_p_student)).sum(dim=1)
+    ce = -torch.log_softmax(student.double(), dim=1)[torch.arange(len(labels)), labels]
+    return float((ALPHA * TEMPERATURE**2 * kl + (1 - ALPHA) * ce).mean())
+
+
+def check_kd_loss_was_optimised(
+    forwards: TrainingForwards, teacher: nn.Module, log_history: list[dict[str, Any]]
+) -> None:
+    train_logs = [entry for entry in log_history if "loss" in entry]
+    assert len(forwards.records) == len(train_logs) > 0
+    for record, log in zip(forwards.records, train_logs, strict=True):
+        inputs = record["inputs"]
+        teacher_inputs = {
+            k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs
+        }
+        with torch.no_grad():
+            teacher_logits = teacher.eval()(**teacher_inputs).logits
+        expected = kd_loss_by_hand(record["logits"], teacher_logits, inputs["labels"])
+        assert record["loss"] == pytest.approx(expected, rel=1e-5)
+        assert log["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+        # Not the student's own cross-entropy: the teacher really is in the loss.
+        own = float(nn.functional.cross_entropy(record["logits"].double(), inputs["labels"]))
+        assert abs(own - expected) > 1e-3
+
+
+def loyalty_by_hand(student: np.ndarray, teacher: np.ndarray) -> dict[str, float]:
+    teacher, student = teacher.astype(np.float64), student.astype(np.float64)
+    distance = jensenshannon(softmax(teacher, axis=1), softmax(student, axis=1), axis=1)
+    return {
+        "label_loyalty": accuracy_score(teacher.argmax(axis=1), student.argmax(axis=1)),
+        "probability_loyalty": float(np.mean(1.0 - distance)),
+    }
+
+
+def check_loyalty(metrics: dict[str, Any], student: np.ndarray, teacher: np.ndarray) -> None:
+    expected = loyalty_by_hand(student, teacher)
+    assert metrics["eval_label_loyalty"] == pytest.approx(expected["label_loyalty"], abs=1e-12)
+    assert metrics["eval_probability_loyalty"] == pytest.approx(
+        expected["probability_loyalty"], rel=1e-5
+    )
+
+
+def linear_weight_types(model: nn.Module) -> set[str]:
+    return {type(m.weight).__name__ for m in model.modules() if isinstance(m, nn.Linear)}
+
+
+def test_distillation_module_replacement_qat_and_loyalty(data, teacher, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    eval_batch = padded(data["tokenizer"], data["eval"])
+    teacher_eval = logits_of(teacher, eval_batch)
+    student = copy.deepcopy(teacher).train()
+    prepare_module_replacement(student, num_successor_layers=2, successor_init=INIT)  # before the Trainer's optimizer
+    export_dir = tmp_path / "successor"
+    forwards, evaluations, latent = TrainingForwards(), Evaluations(eval_batch), FinalWeights()
+    callbacks = [
+        DistillationCallback(teacher, temperature=TEMPERATURE, alpha=ALPHA),
+        forwards,
+        latent,  # before QAT: sees the trained float ("latent") weights
+        QuantizationAwareTrainingCallback(),
+        ModuleReplacementCallback(
+            ConstantReplacementSchedule(rate=0.5, replacing_steps=2), export_dir=str(export_dir)
+        ),
+        evaluations,
+    ]
+    trainer = make_trainer(data, student, training_args(tmp_path / "run"), callbacks)
+    LoyaltyCallback(teacher).attach(trainer)
+    trainer.train()
+    history = trainer.state.log_history
+
+    # KD: every step optimised the distillation loss of the logits the student produced.
+    check_kd_loss_was_optimised(forwards, teacher, history)
+    rates = [entry["replacement_rate"] for entry in history if "loss" in entry]
+    assert rates == [0.5, 0.5, 1.0, 1.0]
+
+    # Loyalty at each evaluation during training (fake-quantized successor path) = scipy/sklearn.
+    evals = [entry for entry in history if "eval_label_loyalty" in entry]
+    assert [entry["step"] for entry in evals] == [2, 4]
+    for entry in evals:
+        assert evaluations.fake_quantized[entry["step"]]
+        check_loyalty(entry, evaluations.logits[entry["step"]], teacher_eval)
+
+    # QAT converted the whole model to int8 at the end.
+    assert not is_fake_quantized(trainer.model)
+    assert linear_weight_types(trainer.model) == {"Int8Tensor"}
+    final_metrics = trainer.evaluate()
+    final_logits = logits_of(trainer.model, eval_batch)
+    check_loyalty(final_metrics, final_logits, teacher_eval)
+
+    # The exported successor: a plain 2-layer model, int8, predicting as the trained model does.
+    exported = AutoModelForSequenceClassification.from_pretrained(export_dir).eval()
+    assert exported.config.num_hidden_layers == len(exported.bert.encoder.layer) == 2
+    assert linear_weight_types(exported) == {"Int8Tensor"}
+    exported_logits = logits_of(exported, eval_batch)
+    np.testing.assert_array_equal(exported_logits, final_logits)
+    # ... and as a fresh 2-layer model given the trained float successor weights, then quantized
+    # as QAT simulated (asymmetric per-token activations).
+    reference = BertForSequenceClassification(tiny_bert_config(num_layers=2))
+    float_successor = {k: v for k, v in latent.state_dict.items() if ".layer.predecessor." not in k}
+    reference.load_state_dict(float_successor, strict=True)
+    float_logits = logits_of(reference, eval_batch)
+    quantize_dynamic_int8(reference.eval(), symmetric_activations=False)
+    np.testing.assert_array_equal(logits_of(reference, eval_batch), exported_logits)
+    # Sensible: int8 stays close to the float successor it came from.
+    assert np.abs(exported_logits - float_logits).max() < 0.05 * np.abs(float_logits).max()
+    assert accuracy_score(float_logits.argmax(1), exported_logits.argmax(1)) >= 0.9
+
+
+def zero_counts(model: nn.Module) -> dict[str, int]:
+    """Zeros of each encoder Linear weight, counted in numpy on the state dict."""
+    state = model.state_dict()
+    return {name: int((state[name].numpy() == 0).sum()) for name in prunable_weights(model)}
+
+
+def test_distillation_magnitude_pruning_and_loyalty(data, teacher, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    eval_batch = padded(data["tokenizer"], data["eval"])
+    teacher_eval = logits_of(teacher, eval_batch)
+    student = tiny_bert(num_layers=2, seed=2).train()
+    # s(t) by hand: 0 up to t=2, 0.5 - 0.5 * 0.5**3 = 0.4375 for t in {3, 4}, 0.5 from t=5 on.
+    schedule = CubicSchedule(target_sparsity=0.5, start_step=1, end_step=5, frequency=2)
+    forwards, evaluations = TrainingForwards(), Evaluations(eval_batch)
+    callbacks = [
+        MagnitudePruningCallback(schedule, scope="layer"),
+        DistillationCallback(teacher, temperature=TEMPERATURE, alpha=ALPHA),
+        forwards,
+        evaluations,
+    ]
+    trainer = make_trainer(data, student, training_args(tmp_path, max_steps=6), callbacks)
+    LoyaltyCallback(teacher).attach(trainer)
+    trainer.train()
+    history = trainer.state.log_history
+
+    check_kd_loss_was_optimised(forwards, teacher, history)
+    train_logs = [entry for entry in history if "loss" in entry]
+    assert [e["pruning_schedule_sparsity"] for e in train_logs] == [0, 0, 0.4375, 0.4375, 0.5, 0.5]
+
+    # The target reached exactly: round(0.5 * numel) zeros in every encoder Linear weight.
+    zeros = zero_counts(trainer.model)
+    assert len(zeros) == 12
+    state = trainer.model.state_dict()
+    assert zeros == {name: round(0.5 * state[name].numel()) for name in zeros}
+    assert train_logs[-1]["sparsity"] == sum(zeros.values()) / sum(
+        state[name].numel() for name in zeros
+    )
+
+    evals = [entry for entry in history if "eval_label_loyalty" in entry]
+    assert [entry["step"] for entry in evals] == [2, 4, 6]
+    for entry in evals:
+        check_loyalty(entry, evaluations.logits[entry["step"]], teacher_eval)
