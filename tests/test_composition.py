@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset
 from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score
@@ -33,23 +34,28 @@ from transformers import (
 
 from loyalkit.callbacks import (
     DistillationCallback,
+    HeadPruningCallback,
     LoyaltyCallback,
     MagnitudePruningCallback,
     ModuleReplacementCallback,
+    PostTrainingQuantizationCallback,
     QuantizationAwareTrainingCallback,
 )
 from loyalkit.compression import (
     ConstantReplacementSchedule,
     CubicSchedule,
+    DistillationConfig,
+    Distiller,
+    LinearSchedule,
+    OneShotSchedule,
     prepare_module_replacement,
     prunable_weights,
     quantize_dynamic_int8,
+    remaining_heads,
 )
 from loyalkit.compression.quantization import is_fake_quantized
 
 TEMPERATURE, ALPHA = 2.0, 0.5
-import os
-INIT = eval(os.environ.get('INIT', '"bottom"'))
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +69,23 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {
         "tokenizer": tokenizer,
         "train": tiny_sentiment_dataset(tokenizer, n=48, seed=0),
-        "eval": tiny_sentiment_dataset(tokenizer, n=20, seed=1),
+        "eval": random_token_dataset(n=40, length=10, seed=3),
     }
+
+
+def random_token_dataset(n: int, length: int, seed: int) -> Dataset:
+    """Random word sequences with random labels: the teacher is unsure, students disagree."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 140, (n, length), generator=generator)
+    ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP]
+    return Dataset.from_dict(
+        {
+            "input_ids": ids.tolist(),
+            "token_type_ids": torch.zeros_like(ids).tolist(),
+            "attention_mask": torch.ones_like(ids).tolist(),
+            "labels": torch.randint(0, 2, (n,), generator=generator).tolist(),
+        }
+    )
 
 
 def padded(tokenizer: Any, dataset: Any) -> dict[str, torch.Tensor]:
@@ -102,7 +123,7 @@ def training_args(output_dir: Path, **overrides: Any) -> TrainingArguments:
         output_dir=str(output_dir),
         max_steps=4,
         per_device_train_batch_size=8,
-        per_device_eval_batch_size=20,  # the whole eval set: padded exactly as `padded` pads it
+        per_device_eval_batch_size=40,  # the whole eval set in one batch, as `padded` gives it
         learning_rate=5e-3,
         lr_scheduler_type="constant",
         eval_strategy="steps",
@@ -237,7 +258,7 @@ def test_distillation_module_replacement_qat_and_loyalty(data, teacher, tmp_path
     eval_batch = padded(data["tokenizer"], data["eval"])
     teacher_eval = logits_of(teacher, eval_batch)
     student = copy.deepcopy(teacher).train()
-    prepare_module_replacement(student, num_successor_layers=2, successor_init=INIT)  # before the Trainer's optimizer
+    prepare_module_replacement(student, num_successor_layers=2)  # before the Trainer's optimizer
     export_dir = tmp_path / "successor"
     forwards, evaluations, latent = TrainingForwards(), Evaluations(eval_batch), FinalWeights()
     callbacks = [
@@ -334,3 +355,215 @@ def test_distillation_magnitude_pruning_and_loyalty(data, teacher, tmp_path) -> 
     assert [entry["step"] for entry in evals] == [2, 4, 6]
     for entry in evals:
         check_loyalty(entry, evaluations.logits[entry["step"]], teacher_eval)
+
+
+def test_pruning_masks_survive_qat_conversion(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    latent = FinalWeights()
+    callbacks = [
+        MagnitudePruningCallback(OneShotSchedule(target_sparsity=0.5), scope="global"),
+        latent,
+        QuantizationAwareTrainingCallback(),
+    ]
+    model = tiny_bert(num_layers=2, seed=0).train()
+    trainer = make_trainer(data, model, training_args(tmp_path, eval_strategy="no"), callbacks)
+    trainer.train()
+    assert linear_weight_types(trainer.model) == {"Int8Tensor"}
+    weights = prunable_weights(trainer.model)
+    pruned = {name: latent.state_dict[name].numpy() == 0 for name in weights}
+    assert sum(int(mask.sum()) for mask in pruned.values()) == round(
+        0.5 * sum(mask.size for mask in pruned.values())
+    )
+    int8_zeros = {name: weight.qdata.numpy() == 0 for name, weight in weights.items()}
+    for name in weights:  # every pruned weight is an int8 zero (small ones may round to 0 too)
+        assert int8_zeros[name][pruned[name]].all(), name
+    # An evaluation of the int8 model still logs the real sparsity (zeros of the int8 values).
+    trainer.evaluate()
+    total = sum(mask.size for mask in int8_zeros.values())
+    expected = sum(int(mask.sum()) for mask in int8_zeros.values()) / total
+    assert trainer.state.log_history[-1]["sparsity"] == pytest.approx(expected, abs=1e-12)
+    assert expected >= 0.5
+
+
+class StepCounter(TrainerCallback):
+    steps = 0
+
+    def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        self.steps += 1
+
+
+def plain() -> nn.Module:
+    return tiny_bert(num_layers=2, seed=0).train()
+
+
+def prepared() -> nn.Module:
+    model = tiny_bert(num_layers=4, seed=0).train()
+    prepare_module_replacement(model, num_successor_layers=2)
+    return model
+
+
+def heads(**options: Any) -> HeadPruningCallback:
+    return HeadPruningCallback({1: 0.25}, importance="magnitude", **options)
+
+
+def mr() -> ModuleReplacementCallback:
+    return ModuleReplacementCallback(ConstantReplacementSchedule(0.5), export_dir="unused")
+
+
+def kd(**options: Any) -> DistillationCallback:
+    return DistillationCallback(tiny_bert(num_layers=4, seed=5), **options)
+
+
+HIDDEN = {"hidden_layer_map": {1: 2, 2: 4}}
+QUERY = r".*attention\.self\.query"
+CONFLICTS = {
+    "two distillations": (plain, lambda: [kd(), kd()], "DistillationCallback and another Dist"),
+    "two replacements": (prepared, lambda: [mr(), mr()], "ModuleReplacementCallback and another"),
+    "two head prunings": (plain, lambda: [heads(), heads()], "HeadPruningCallback and another"),
+    "two PTQ": (
+        plain,
+        lambda: [PostTrainingQuantizationCallback(), PostTrainingQuantizationCallback()],
+        "PostTrainingQuantizationCallback and another PostTrainingQuantizationCallback",
+    ),
+    "two QAT": (
+        plain,
+        lambda: [QuantizationAwareTrainingCallback(), QuantizationAwareTrainingCallback()],
+        "QuantizationAwareTrainingCallback and another QuantizationAwareTrainingCallback",
+    ),
+    "QAT then PTQ": (
+        plain,
+        lambda: [QuantizationAwareTrainingCallback(), PostTrainingQuantizationCallback()],
+        "QuantizationAwareTrainingCallback and PostTrainingQuantizationCallback conflict",
+    ),
+    "PTQ then QAT": (
+        plain,
+        lambda: [PostTrainingQuantizationCallback(), QuantizationAwareTrainingCallback()],
+        "PostTrainingQuantizationCallback and QuantizationAwareTrainingCallback conflict",
+    ),
+    "magnitude prunings over the same weights": (
+        plain,
+        lambda: [
+            MagnitudePruningCallback(OneShotSchedule(0.5)),
+            MagnitudePruningCallback(OneShotSchedule(0.3), module_pattern=QUERY),
+        ],
+        "MagnitudePruningCallback and another MagnitudePruningCallback conflict: both prune "
+        "'bert.encoder.layer.0.attention.self.query.weight'",
+    ),
+    "magnitude then head pruning": (
+        plain,
+        lambda: [MagnitudePruningCallback(OneShotSchedule(0.5)), heads()],
+        "MagnitudePruningCallback and HeadPruningCallback conflict: both prune the attention",
+    ),
+    "head then magnitude pruning": (
+        plain,
+        lambda: [
+            heads(),
+            MagnitudePruningCallback(LinearSchedule(0.5, 1, 3), module_pattern=QUERY),
+        ],
+        "HeadPruningCallback and MagnitudePruningCallback conflict: both prune the attention",
+    ),
+    "head removal and QAT": (
+        plain,
+        lambda: [heads(), QuantizationAwareTrainingCallback()],
+        "HeadPruningCallback and QuantizationAwareTrainingCallback conflict.*remove_at_train_end",
+    ),
+    "PTQ and head removal": (
+        plain,
+        lambda: [PostTrainingQuantizationCallback(), heads()],
+        "PostTrainingQuantizationCallback and HeadPruningCallback conflict",
+    ),
+    "head pruning under module replacement": (
+        prepared,
+        lambda: [mr(), heads()],
+        "HeadPruningCallback conflicts with module replacement \\(ModuleReplacementCallback",
+    ),
+    "successor exported before QAT converts": (
+        prepared,
+        lambda: [mr(), QuantizationAwareTrainingCallback()],
+        "ModuleReplacementCallback and QuantizationAwareTrainingCallback conflict.*list "
+        "ModuleReplacementCallback after QuantizationAwareTrainingCallback",
+    ),
+    "successor exported before PTQ": (
+        prepared,
+        lambda: [mr(), PostTrainingQuantizationCallback()],
+        "ModuleReplacementCallback and PostTrainingQuantizationCallback conflict",
+    ),
+    "successor export of a torch.ao model": (
+        prepared,
+        lambda: [PostTrainingQuantizationCallback(backend="torch.ao"), mr()],
+        "PostTrainingQuantizationCallback and ModuleReplacementCallback conflict: a torch.ao",
+    ),
+    "hidden distillation then module replacement": (
+        prepared,
+        lambda: [kd(**HIDDEN), mr()],
+        "hidden-state distillation \\(DistillationCallback .*conflicts with module replacement "
+        "\\(ModuleReplacementCallback",
+    ),
+    "module replacement then hidden distillation": (
+        prepared,
+        lambda: [mr(), kd(**HIDDEN)],
+        "hidden-state distillation \\(DistillationCallback .*conflicts with module replacement",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFLICTS))
+def test_conflicting_callbacks_fail_before_the_first_step(data, tmp_path, case) -> None:  # type: ignore[no-untyped-def]
+    make_model, make_callbacks, message = CONFLICTS[case]
+    counter = StepCounter()
+    callbacks = make_callbacks()
+    args = training_args(tmp_path, max_steps=1, eval_strategy="no")
+    trainer = make_trainer(data, make_model(), args, [*callbacks, counter])
+    with pytest.raises(ValueError, match=message) as error:
+        trainer.train()
+    for callback in callbacks:  # both callbacks are named
+        assert type(callback).__name__ in str(error.value)
+    assert counter.steps == 0
+
+
+def test_hidden_distillation_refuses_a_model_under_module_replacement() -> None:
+    distiller = Distiller(tiny_bert(num_layers=4), DistillationConfig(hidden_layer_map={1: 2}))
+    with pytest.raises(ValueError, match="conflicts with module replacement"):
+        distiller.attach(prepared())
+    distiller.attach(tiny_bert(num_layers=2).train()).detach()  # the same map on a plain model
+
+
+def test_a_second_loyalty_callback_is_refused(data, teacher, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    trainer = make_trainer(data, plain(), training_args(tmp_path), [])
+    LoyaltyCallback(teacher).attach(trainer)
+    with pytest.raises(ValueError, match="LoyaltyCallback and another LoyaltyCallback conflict"):
+        LoyaltyCallback(teacher).attach(trainer)
+
+
+def test_non_overlapping_prunings_combine(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    attention = r"bert\.encoder\.layer\.\d+\.attention\..*"
+    feed_forward = r"bert\.encoder\.layer\.\d+\.(intermediate|output)\.dense"
+    callbacks = [
+        MagnitudePruningCallback(OneShotSchedule(0.5), module_pattern=attention),
+        MagnitudePruningCallback(OneShotSchedule(0.25), module_pattern=feed_forward),
+    ]
+    args = training_args(tmp_path, max_steps=2, eval_strategy="no")
+    trainer = make_trainer(data, plain(), args, callbacks)
+    trainer.train()
+    state = trainer.model.state_dict()
+    for pattern, target, count in ((attention, 0.5, 8), (feed_forward, 0.25, 4)):
+        names = list(prunable_weights(trainer.model, pattern))
+        assert len(names) == count
+        for name in names:
+            assert int((state[name].numpy() == 0).sum()) == round(target * state[name].numel())
+
+
+def test_feed_forward_pruning_with_head_removal(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    feed_forward = r"bert\.encoder\.layer\.\d+\.(intermediate|output)\.dense"
+    callbacks = [
+        MagnitudePruningCallback(OneShotSchedule(0.5), module_pattern=feed_forward),
+        HeadPruningCallback({0: 0.25}, importance="magnitude", scope="layer"),
+    ]
+    args = training_args(tmp_path, max_steps=2, eval_strategy="no")
+    trainer = make_trainer(data, plain(), args, callbacks)
+    trainer.train()
+    assert [len(layer) for layer in remaining_heads(trainer.model)] == [3, 3]
+    query = trainer.model.bert.encoder.layer[0].attention.self.query.weight
+    assert tuple(query.shape) == (24, 32)  # one of four 8-wide heads physically removed
+    state = trainer.model.state_dict()
+    for name in prunable_weights(trainer.model, feed_forward):
+        assert int((state[name].numpy() == 0).sum()) == round(0.5 * state[name].numel())
