@@ -36,6 +36,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -108,12 +109,52 @@ def met(value: float, limit: float, higher_is_better: bool = False) -> str:
 # ----------------------------------------------------------------------------- training steps
 
 
+class StepBaton:
+    """Lets Trainers running in separate threads take their steps in turn, one step each.
+
+    A Trainer waits for its turn in ``on_step_begin`` and keeps the turn through ``on_step_end``,
+    logging and fetching its next batch; it hands the turn on at its next ``on_step_begin`` (or at
+    ``on_train_end``). So exactly one Trainer computes at any time and consecutive steps of the
+    variants are seconds apart: a change in the machine's load hits them all alike.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._condition = threading.Condition()
+        self._active = list(range(count))
+        self._turn = 0
+        self._started = threading.Barrier(count)
+
+    def start(self) -> None:
+        # Every Trainer has built its optimizer and dataloader before the first step is taken.
+        self._started.wait(timeout=600)
+
+    def take(self, index: int) -> None:
+        with self._condition:
+            if not self._condition.wait_for(lambda: self._turn == index, timeout=600):
+                raise RuntimeError("a training thread waited 10 minutes for its turn")
+
+    def pass_on(self, index: int, leave: bool = False) -> None:
+        with self._condition:
+            position = self._active.index(index)
+            if leave:
+                self._active.remove(index)
+            if self._active and self._turn == index:
+                self._turn = self._active[(position + (0 if leave else 1)) % len(self._active)]
+            self._condition.notify_all()
+
+    def abort(self) -> None:
+        self._started.abort()
+
+
 @dataclass
 class StepTimer:
     """Durations of Trainer steps (``on_step_begin`` to ``on_step_end``), by ``global_step``."""
 
+    baton: StepBaton
+    index: int
     steps: list[tuple[int, float]] = field(default_factory=list)
     _start: float = 0.0
+    _holding: bool = False
 
     def callback(self) -> Any:
         from transformers import TrainerCallback
@@ -122,10 +163,20 @@ class StepTimer:
 
         class _StepTimerCallback(TrainerCallback):
             def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                if timer._holding:
+                    timer.baton.pass_on(timer.index)
+                else:
+                    timer.baton.start()
+                timer.baton.take(timer.index)
+                timer._holding = True
                 timer._start = time.perf_counter()
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 timer.steps.append((state.global_step, time.perf_counter() - timer._start))
+
+            def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                timer.baton.pass_on(timer.index, leave=True)
+                timer._holding = False
 
         return _StepTimerCallback()
 
@@ -155,14 +206,19 @@ class TrainingVariant:
     timer: StepTimer
     lengths: list[int]  # padded length of every training forward: proves the batches are the same
     teacher_timer: ForwardTimer | None = None
-    measured: list[tuple[int, float]] = field(default_factory=list)
-    teacher_measured: list[float] = field(default_factory=list)
 
 
 def make_trainer(
     model: nn.Module, dataset: Any, tokenizer: Any, callbacks: list[Any], **args: Any
 ) -> Any:
+    from torch.utils.data import SequentialSampler
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
+
+    class InOrderTrainer(Trainer):
+        # The rows are shuffled once beforehand; every variant and epoch sees the same batches
+        # (the random sampler would draw from torch's global generator, shared by the threads).
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            return SequentialSampler(train_dataset if train_dataset is not None else dataset)
 
     training_args = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="bench-compression-"),
@@ -179,7 +235,7 @@ def make_trainer(
         seed=0,
         **args,
     )
-    trainer = Trainer(
+    trainer = InOrderTrainer(
         model=model,
         args=training_args,
         train_dataset=dataset,
@@ -190,8 +246,17 @@ def make_trainer(
     return trainer
 
 
+VARIANTS = (
+    "plain",
+    "pruning, one-shot 50%",
+    "pruning, cubic, frequency 2",
+    "KD",
+    "KD, cached teacher logits",
+)
+
+
 def training_variants(
-    student: nn.Module, teacher: nn.Module, dataset: Any, tokenizer: Any, steps: int
+    student: nn.Module, teacher: nn.Module, dataset: Any, tokenizer: Any, max_steps: int
 ) -> list[TrainingVariant]:
     from loyalkit.callbacks import DistillationCallback, MagnitudePruningCallback
     from loyalkit.compression import CubicSchedule, OneShotSchedule
@@ -200,6 +265,7 @@ def training_variants(
         if name == "plain":
             return [], None
         if name == "pruning, one-shot 50%":
+            # Masks computed once at train begin, re-applied after every optimizer step.
             return [MagnitudePruningCallback(OneShotSchedule(target_sparsity=0.5))], None
         if name == "pruning, cubic, frequency 2":
             # Masks are recomputed at every even step and only re-applied at odd steps.
@@ -214,25 +280,21 @@ def training_variants(
         )
         return [callback], own_teacher
 
-    names = [
-        "plain",
-        "pruning, one-shot 50%",
-        "pruning, cubic, frequency 2",
-        "KD",
-        "KD, cached teacher logits",
-    ]
+    baton = StepBaton(len(VARIANTS))
     variants = []
-    for name in names:
+    for index, name in enumerate(VARIANTS):
         model = copy.deepcopy(student).train()
         callbacks, own_teacher = callbacks_for(name)
-        timer = StepTimer()
+        timer = StepTimer(baton, index)
         lengths: list[int] = []
         model.register_forward_pre_hook(
             lambda _m, _a, kw, lengths=lengths: lengths.append(kw["input_ids"].shape[1]),
             with_kwargs=True,
         )
+        # The step timer comes first: its on_step_end runs before the other callbacks' (none of
+        # them acts there) and its on_step_begin before theirs.
         trainer = make_trainer(
-            model, dataset, tokenizer, [timer.callback(), *callbacks], max_steps=steps + 1
+            model, dataset, tokenizer, [timer.callback(), *callbacks], max_steps=max_steps
         )
         variant = TrainingVariant(name, trainer, timer, lengths)
         if own_teacher is not None:
@@ -242,23 +304,27 @@ def training_variants(
     return variants
 
 
-def run_training(variants: list[TrainingVariant], rounds: int) -> None:
-    """Round 0 warms up (and fills the KD cache); later rounds are measured, in rotating order."""
-    for round_index in range(rounds + 1):
-        shift = round_index % len(variants)
-        for variant in variants[shift:] + variants[:shift]:
-            variant.timer.steps.clear()
-            teacher_before = len(variant.teacher_timer.durations) if variant.teacher_timer else 0
+def run_training(variants: list[TrainingVariant]) -> None:
+    """Each variant's ``trainer.train()`` in its own thread; the baton makes them take turns."""
+    errors: list[BaseException] = []
+    threads_wanted = torch.get_num_threads()
+
+    def train(variant: TrainingVariant) -> None:
+        torch.set_num_threads(threads_wanted)
+        try:
             variant.trainer.train()
-            if round_index == 0:
-                continue
-            # The first step of every train() call is discarded (fresh dataloader, first batch).
-            variant.measured += [(s, d) for s, d in variant.timer.steps if s > 1]
-            if variant.teacher_timer is not None:
-                teacher_new = variant.teacher_timer.durations[teacher_before:]
-                # One teacher forward per step when not cached; drop the first step's.
-                variant.teacher_measured += teacher_new[1:]
-        print(f"  training round {round_index}/{rounds} done; load {load_average()}", flush=True)
+        except BaseException as error:
+            errors.append(error)
+            variant.timer.baton.abort()
+            variant.timer.baton.pass_on(variant.timer.index, leave=True)
+
+    workers = [threading.Thread(target=train, args=(v,), name=v.name) for v in variants]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise RuntimeError("a training thread failed") from errors[0]
     reference = variants[0].lengths
     for variant in variants[1:]:
         if variant.lengths != reference:
@@ -279,26 +345,35 @@ def recompute_seconds(model: nn.Module, repeats: int) -> dict[str, float]:
 
 
 def report_training(
-    variants: list[TrainingVariant], recompute: dict[str, float], steps: int
+    variants: list[TrainingVariant], recompute: dict[str, float], warmup: int
 ) -> None:
+    """Medians over the steps after the ``warmup`` first ones (which also fill the KD cache)."""
     by_name = {v.name: v for v in variants}
-    plain = median_ms([d for _, d in by_name["plain"].measured])
-    one_shot = median_ms([d for _, d in by_name["pruning, one-shot 50%"].measured])
-    cubic = by_name["pruning, cubic, frequency 2"].measured
-    cubic_steady = median_ms([d for s, d in cubic if s % 2 == 1])
-    cubic_recompute = median_ms([d for s, d in cubic if s % 2 == 0])
-    kd = by_name["KD"]
-    kd_ms = median_ms([d for _, d in kd.measured])
-    teacher_ms = median_ms(kd.teacher_measured)
+
+    def measured(name: str) -> list[tuple[int, float]]:
+        return [(step, d) for step, d in by_name[name].timer.steps if step > warmup]
+
+    def teacher_forwards(name: str) -> list[float]:
+        timer = by_name[name].teacher_timer
+        assert timer is not None
+        return timer.durations[warmup:]  # one teacher forward per step unless cached
+
+    plain = median_ms([d for _, d in measured("plain")])
+    one_shot = median_ms([d for _, d in measured("pruning, one-shot 50%")])
+    cubic = measured("pruning, cubic, frequency 2")
+    cubic_steady = median_ms([d for step, d in cubic if step % 2 == 1])
+    cubic_recompute = median_ms([d for step, d in cubic if step % 2 == 0])
+    kd_ms = median_ms([d for _, d in measured("KD")])
+    teacher_ms = median_ms(teacher_forwards("KD"))
     share = teacher_ms / plain
-    cached = by_name["KD, cached teacher logits"]
-    cached_ms = median_ms([d for _, d in cached.measured])
-    cached_teacher_calls = len(cached.teacher_measured)
-    samples = len(by_name["plain"].measured)
+    cached_ms = median_ms([d for _, d in measured("KD, cached teacher logits")])
+    cached_teacher_calls = len(teacher_forwards("KD, cached teacher logits"))
+    samples = len(measured("plain"))
     recompute_cost = cubic_recompute - cubic_steady
 
     print(
-        f"\n### Training step (Trainer, batch {BATCH_SIZE}, {samples} steps per variant, "
+        f"\n### Training step (Trainer, batch {BATCH_SIZE}, {samples} measured steps per variant "
+        f"after {warmup} warm-up steps, variants taking turns step by step, "
         f"{torch.get_num_threads()} thread(s))\n"
     )
     print("| variant | median step (ms) | ratio to plain | target | met |")
@@ -645,9 +720,11 @@ def main() -> None:
     )
     parser.add_argument("--inference-threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
-        "--train-steps", type=int, default=6, help="measured steps per train() call"
+        "--train-batches", type=int, default=8, help="batches per epoch of the training runs"
     )
-    parser.add_argument("--train-rounds", type=int, default=4)
+    parser.add_argument(
+        "--train-epochs", type=int, default=3, help="measured epochs after one warm-up epoch"
+    )
     parser.add_argument("--eval-sentences", type=int, default=512)
     parser.add_argument("--eval-repeats", type=int, default=4)
     parser.add_argument("--inference-batches", type=int, default=8)
@@ -693,13 +770,13 @@ def main() -> None:
 
     if "training" not in args.skip:
         with section("training"):
-            rows = random.Random(0).sample(train_rows, BATCH_SIZE * (args.train_steps + 1))
-            variants = training_variants(
-                student, teacher, tokenized_dataset(tokenizer, rows), tokenizer, args.train_steps
-            )
-            run_training(variants, args.train_rounds)
+            rows = random.Random(0).sample(train_rows, BATCH_SIZE * args.train_batches)
+            dataset = tokenized_dataset(tokenizer, rows)
+            max_steps = args.train_batches * (1 + args.train_epochs)
+            variants = training_variants(student, teacher, dataset, tokenizer, max_steps)
+            run_training(variants)
             recompute = recompute_seconds(copy.deepcopy(student), args.recompute_repeats)
-            report_training(variants, recompute, args.train_steps)
+            report_training(variants, recompute, warmup=args.train_batches)
             del variants
 
     if "evaluation" not in args.skip:

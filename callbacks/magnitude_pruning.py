@@ -41,6 +41,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import ExportableState
 
 from loyalkit.callbacks.conflicts import register_callback
+from loyalkit.callbacks.logs import add_to_log
 from loyalkit.compression.magnitude_pruning import (
     PruningMasks,
     PruningScope,
@@ -148,11 +149,4 @@ class MagnitudePruningCallback(TrainerCallback, ExportableState):
             "sparsity": sparsity(model, self.module_pattern),
             "pruning_schedule_sparsity": self.schedule.sparsity_at(state.global_step),
         }
-        # Trainer.log stored a shallow copy of `logs` (plus "step") in log_history before this event.
-        if state.log_history:
-            entry = state.log_history[-1]
-            if entry.get("step") == state.global_step and all(
-                key in entry and entry[key] is value for key, value in logs.items()
-            ):
-                entry.update(values)
-        logs.update(values)
+        add_to_log(logs, state, values)

@@ -46,6 +46,7 @@ from transformers import (
 from transformers.trainer_callback import ExportableState
 
 from loyalkit.callbacks.conflicts import register_callback
+from loyalkit.callbacks.logs import add_to_log
 from loyalkit.compression.module_replacement import (
     ConstantReplacementSchedule,
     LinearReplacementSchedule,
@@ -173,10 +174,7 @@ class ModuleReplacementCallback(TrainerCallback, ExportableState):
     ) -> None:
         if logs is None or self.replacement_rate is None:
             return
-        logs["replacement_rate"] = self.replacement_rate
-        # Trainer.log stored a copy of these logs just before calling us: keep the history complete.
-        if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            state.log_history[-1]["replacement_rate"] = self.replacement_rate
+        add_to_log(logs, state, {"replacement_rate": self.replacement_rate})
 
     def on_train_end(
         self,

@@ -3,9 +3,12 @@
 Thin adapters over :mod:`loyalkit.compression.quantization`; both quantize ``trainer.model`` in
 place, so after ``trainer.train()`` the user holds the int8 model, ``trainer.evaluate()`` measures
 it and ``trainer.save_model(path)`` (or :func:`~loyalkit.compression.save_quantized`) writes int8
-weights that a plain ``from_pretrained(path)`` reloads quantized (transformers 4.57 needs
-``save_safetensors=False`` for ``save_model``; ``save_quantized`` handles it). The ``torch.ao``
-backend's models cannot be saved.
+weights that a plain ``from_pretrained(path)`` reloads quantized. transformers 5 writes them as
+safetensors. transformers 4.57 writes torchao int8 weights only as a pickle (``pytorch_model.bin``)
+and its ``save_model`` follows ``TrainingArguments.save_safetensors``, an argument 5.x no longer
+accepts: so once the model is int8, the callbacks set ``args.save_safetensors = False`` there (with
+a log message), and the same user code saves on both versions. The ``torch.ao`` backend's models
+cannot be saved.
 
 ``QuantizationAwareTrainingCallback`` inserts fake quantization in ``on_train_begin``. The Trainer
 builds its optimizer before that event, which is safe here because the fake-quantized layers keep
@@ -23,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from torch import nn
@@ -37,9 +41,12 @@ from loyalkit.compression.quantization import (
     is_fake_quantized,
     prepare_qat,
     quantize_dynamic_int8,
+    supports_safetensors,
 )
 
 __all__ = ["PostTrainingQuantizationCallback", "QuantizationAwareTrainingCallback"]
+
+logger = logging.getLogger(__name__)
 
 _CONFLICT = (
     "PostTrainingQuantizationCallback and QuantizationAwareTrainingCallback conflict: "
@@ -52,6 +59,19 @@ def _model(kwargs: dict[str, Any]) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ValueError("the Trainer passed no model to the quantization callback")
     return model
+
+
+def _save_as_supported(args: TrainingArguments, model: nn.Module) -> None:
+    """Let a later ``trainer.save_model`` write the int8 model on transformers 4.57 too."""
+    # Only 4.57 has the argument; there it would make save_model raise for torchao int8 weights.
+    # Models without a quantizer (torch.ao, plain modules) cannot be saved with from_pretrained.
+    saveable = getattr(model, "hf_quantizer", None) is not None
+    if saveable and getattr(args, "save_safetensors", False) and not supports_safetensors(model):
+        args.save_safetensors = False  # type: ignore[attr-defined]
+        logger.warning(
+            "int8 model: set TrainingArguments.save_safetensors=False, since this transformers "
+            "version saves torchao int8 weights only as pytorch_model.bin"
+        )
 
 
 class PostTrainingQuantizationCallback(TrainerCallback):
@@ -86,6 +106,7 @@ class PostTrainingQuantizationCallback(TrainerCallback):
         self.result = quantize_dynamic_int8(
             model, backend=self.backend, symmetric_activations=self.symmetric_activations
         )
+        _save_as_supported(args, model)
 
 
 class QuantizationAwareTrainingCallback(TrainerCallback):
@@ -117,3 +138,4 @@ class QuantizationAwareTrainingCallback(TrainerCallback):
             model = _model(kwargs)
             model.eval()
             self.result = convert_qat(model)
+            _save_as_supported(args, model)

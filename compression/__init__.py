@@ -56,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "select_heads_to_prune": "loyalkit.compression.head_pruning",
     "sparsity": "loyalkit.compression.magnitude_pruning",
     "sparsity_per_tensor": "loyalkit.compression.magnitude_pruning",
+    "supports_safetensors": "loyalkit.compression.quantization",
     "zero_head_outputs": "loyalkit.compression.head_pruning",
     "zeroed_heads": "loyalkit.compression.head_pruning",
 }
@@ -104,6 +105,7 @@ __all__ = [
     "select_heads_to_prune",
     "sparsity",
     "sparsity_per_tensor",
+    "supports_safetensors",
     "zero_head_outputs",
     "zeroed_heads",
 ]
@@ -161,6 +163,7 @@ if TYPE_CHECKING:
         prepare_qat,
         quantize_dynamic_int8,
         save_quantized,
+        supports_safetensors,
     )
     from loyalkit.compression.sparsity_schedules import (
         CubicSchedule,

@@ -15,7 +15,8 @@ Saving: a torchao-quantized ``PreTrainedModel`` carries a ``TorchAoConfig`` (as 
 loaded with ``from_pretrained(..., quantization_config=TorchAoConfig(...))``), so
 ``save_pretrained`` writes the int8 tensors with the config and a plain ``from_pretrained`` reloads
 the quantized model. transformers 5 writes safetensors; 4.57 accepts only
-``safe_serialization=False`` (a pickle) for int8 configs: :func:`save_quantized` picks what works.
+``safe_serialization=False`` (a pickle, ``pytorch_model.bin``) for int8 configs:
+:func:`supports_safetensors` tells which, and :func:`save_quantized` picks what works.
 A ``torch.ao`` model cannot be saved this way: save the fp32 model and quantize after loading.
 
 Example:
@@ -33,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,7 @@ __all__ = [
     "prepare_qat",
     "quantize_dynamic_int8",
     "save_quantized",
+    "supports_safetensors",
 ]
 
 Int8Backend = Literal["auto", "torchao", "torch.ao"]
@@ -259,23 +262,40 @@ def convert_qat(model: nn.Module) -> Int8Quantization:
     return Int8Quantization("torchao", count)
 
 
-def save_quantized(model: nn.Module, save_directory: str | Path) -> None:
-    """``model.save_pretrained(save_directory)`` for a torchao int8 model, on transformers 4.57 too.
-
-    Reload with a plain ``AutoModelForSequenceClassification.from_pretrained(save_directory)``.
-    transformers 4.57 refuses safetensors for torchao int8 weights: then the weights are pickled
-    (``safe_serialization=False``), which ``from_pretrained`` reads back as well.
-    """
-    save_pretrained = getattr(model, "save_pretrained", None)
-    if getattr(model, "hf_quantizer", None) is None or not callable(save_pretrained):
+def _check_saveable(model: nn.Module) -> Any:
+    """The quantizer that ``save_pretrained`` consults, or a ValueError if there is none."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None or not callable(getattr(model, "save_pretrained", None)):
         raise ValueError(
             "`model` must be a transformers model quantized by quantize_dynamic_int8 with the "
             "torchao backend (or convert_qat); torch.ao models cannot be saved: save the float "
             "model and quantize after loading"
         )
-    try:
-        save_pretrained(save_directory)
-    except ValueError as error:
-        if "serializ" not in str(error):
-            raise
-        save_pretrained(save_directory, safe_serialization=False)
+    return quantizer
+
+
+def supports_safetensors(model: nn.Module) -> bool:
+    """Whether ``model.save_pretrained`` can write this torchao int8 model as safetensors.
+
+    True on transformers 5 (it always writes safetensors); False on 4.57, which writes torchao
+    int8 weights only with ``safe_serialization=False`` (as ``pytorch_model.bin``).
+    """
+    quantizer = _check_saveable(model)
+    # transformers 4.57 asks the quantizer about the format; 5.x's quantizer takes no argument.
+    if "safe_serialization" in inspect.signature(quantizer.is_serializable).parameters:
+        return bool(quantizer.is_serializable(safe_serialization=True))
+    return True
+
+
+def save_quantized(model: nn.Module, save_directory: str | Path) -> None:
+    """``model.save_pretrained(save_directory)`` for a torchao int8 model, on transformers 4.57 too.
+
+    Reload with a plain ``AutoModelForSequenceClassification.from_pretrained(save_directory)``.
+    transformers 4.57 refuses safetensors for torchao int8 weights: then the weights are pickled
+    (``safe_serialization=False``, ``pytorch_model.bin``), which ``from_pretrained`` reads as well.
+    """
+    _check_saveable(model)
+    if supports_safetensors(model):
+        model.save_pretrained(save_directory)  # type: ignore[operator]
+    else:
+        model.save_pretrained(save_directory, safe_serialization=False)  # type: ignore[operator]

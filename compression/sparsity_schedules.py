@@ -63,25 +63,6 @@ def _check_step(value: Any, name: str, minimum: int = 0) -> int:
     return int(value)
 
 
-def _check_window(start_step: Any, end_step: Any, frequency: Any) -> None:
-    _check_step(start_step, "start_step")
-    _check_step(end_step, "end_step")
-    _check_step(frequency, "frequency", minimum=1)
-    if end_step <= start_step:
-        raise ValueError(
-            f"end_step must be greater than start_step, got end_step={end_step} "
-            f"and start_step={start_step}"
-        )
-
-
-def _grid_progress(step: int, start_step: int, end_step: int, frequency: int) -> float:
-    """``(t - t0) / (n * dt)`` with ``t`` rounded down to the pruning grid, in [0, 1]."""
-    if step >= end_step:
-        return 1.0
-    on_grid = start_step + (step - start_step) // frequency * frequency
-    return (on_grid - start_step) / (end_step - start_step)
-
-
 @dataclass(frozen=True)
 class OneShotSchedule:
     """Dense until ``step``, then ``target_sparsity`` (``step=0``: prune before training starts).
@@ -107,16 +88,14 @@ class OneShotSchedule:
 
 
 @dataclass(frozen=True)
-class LinearSchedule:
-    """From ``initial_sparsity`` at ``start_step`` to ``target_sparsity`` at ``end_step``, linearly.
+class _GradualSchedule:
+    """What the linear and cubic schedules share: fields, checks and the pruning grid.
 
-    Example:
-        >>> schedule = LinearSchedule(target_sparsity=0.6, start_step=10, end_step=40, frequency=10)
-        >>> [round(schedule.sparsity_at(t), 4) for t in (0, 10, 19, 20, 30, 40)]
-        [0.0, 0.0, 0.0, 0.2, 0.4, 0.6]
+    Subclasses give the curve, :meth:`_interpolate`, from ``initial`` (progress 0) to ``target``
+    (progress 1).
     """
 
-    kind: ClassVar[str] = "linear"
+    kind: ClassVar[str]
     target_sparsity: float
     start_step: int
     end_step: int
@@ -126,20 +105,51 @@ class LinearSchedule:
     def __post_init__(self) -> None:
         target = check_sparsity(self.target_sparsity, "target_sparsity")
         check_sparsity(self.initial_sparsity, "initial_sparsity", upper=target)
-        _check_window(self.start_step, self.end_step, self.frequency)
+        _check_step(self.start_step, "start_step")
+        _check_step(self.end_step, "end_step")
+        _check_step(self.frequency, "frequency", minimum=1)
+        if self.end_step <= self.start_step:
+            raise ValueError(
+                f"end_step must be greater than start_step, got end_step={self.end_step} "
+                f"and start_step={self.start_step}"
+            )
 
     def sparsity_at(self, step: int) -> float:
         """The sparsity the model should have after ``step`` optimizer steps."""
         _check_step(step, "step")
         if step < self.start_step:
             return 0.0
-        progress = _grid_progress(step, self.start_step, self.end_step, self.frequency)
-        initial, target = float(self.initial_sparsity), float(self.target_sparsity)
+        if step >= self.end_step:
+            progress = 1.0
+        else:  # (t - t0) / (n * dt) with t rounded down to the pruning grid
+            on_grid = self.start_step + (step - self.start_step) // self.frequency * self.frequency
+            progress = (on_grid - self.start_step) / (self.end_step - self.start_step)
+        return self._interpolate(
+            float(self.initial_sparsity), float(self.target_sparsity), progress
+        )
+
+    def _interpolate(self, initial: float, target: float, progress: float) -> float:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class LinearSchedule(_GradualSchedule):
+    """From ``initial_sparsity`` at ``start_step`` to ``target_sparsity`` at ``end_step``, linearly.
+
+    Example:
+        >>> schedule = LinearSchedule(target_sparsity=0.6, start_step=10, end_step=40, frequency=10)
+        >>> [round(schedule.sparsity_at(t), 4) for t in (0, 10, 19, 20, 30, 40)]
+        [0.0, 0.0, 0.0, 0.2, 0.4, 0.6]
+    """
+
+    kind: ClassVar[str] = "linear"
+
+    def _interpolate(self, initial: float, target: float, progress: float) -> float:
         return initial + (target - initial) * progress
 
 
 @dataclass(frozen=True)
-class CubicSchedule:
+class CubicSchedule(_GradualSchedule):
     """Zhu & Gupta's gradual schedule: ``s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt)) ** 3``.
 
     ``t0 = start_step``, ``n * dt = end_step - start_step``, ``dt = frequency``.
@@ -151,24 +161,8 @@ class CubicSchedule:
     """
 
     kind: ClassVar[str] = "cubic"
-    target_sparsity: float
-    start_step: int
-    end_step: int
-    frequency: int = 1
-    initial_sparsity: float = 0.0
 
-    def __post_init__(self) -> None:
-        target = check_sparsity(self.target_sparsity, "target_sparsity")
-        check_sparsity(self.initial_sparsity, "initial_sparsity", upper=target)
-        _check_window(self.start_step, self.end_step, self.frequency)
-
-    def sparsity_at(self, step: int) -> float:
-        """The sparsity the model should have after ``step`` optimizer steps."""
-        _check_step(step, "step")
-        if step < self.start_step:
-            return 0.0
-        progress = _grid_progress(step, self.start_step, self.end_step, self.frequency)
-        initial, target = float(self.initial_sparsity), float(self.target_sparsity)
+    def _interpolate(self, initial: float, target: float, progress: float) -> float:
         return target + (initial - target) * (1.0 - progress) ** 3
 
 

@@ -28,7 +28,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tiny_bert, next to this script
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:  # run as a script: tiny_bert lies next to it
+    sys.path.insert(0, _TESTS)
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import trainer_helpers
 from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score
@@ -60,25 +61,12 @@ def padded(tokenizer: Any, dataset: Any) -> dict[str, torch.Tensor]:
 
 
 def training_args(output_dir: Path, **overrides: Any) -> TrainingArguments:
+    """The shared short run, evaluated every two steps in batches of 8."""
     settings: dict[str, Any] = dict(
-        output_dir=str(output_dir),
-        max_steps=4,
-        per_device_train_batch_size=8,
-        per_device_eval_batch_size=8,
-        learning_rate=5e-3,
-        lr_scheduler_type="constant",
-        eval_strategy="steps",
-        eval_steps=2,
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        per_device_eval_batch_size=8, eval_strategy="steps", eval_steps=2
     )
     settings.update(overrides)
-    return TrainingArguments(**settings)
+    return trainer_helpers.training_args(output_dir, **settings)
 
 
 def noisy_student(teacher: nn.Module, scale: float = 0.06) -> nn.Module:

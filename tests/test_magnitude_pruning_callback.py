@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_bert import tiny_bert, tiny_sentiment_dataset, tiny_tokenizer
-from transformers import (
-    BertForSequenceClassification,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
+from tiny_bert import tiny_bert
+from trainer_helpers import (
+    TrainingRecorder,
+    checkpointed_training_args,
+    plain_trainer,
+    probe_batch,
+    sentiment_data,
 )
+from transformers import BertForSequenceClassification, Trainer
 
 from loyalkit.callbacks import MagnitudePruningCallback
 from loyalkit.compression import CubicSchedule, OneShotSchedule, prunable_weights
@@ -35,8 +36,7 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
-    return tokenizer, tiny_sentiment_dataset(tokenizer, n=48, seed=0)
+    return sentiment_data(tmp_path_factory.mktemp("tokenizer"))
 
 
 def zero_counts(model: torch.nn.Module) -> dict[str, int]:
@@ -50,72 +50,25 @@ def expected_zeros(model: torch.nn.Module, target: float) -> dict[str, int]:
     return {name: round(target * w.numel()) for name, w in prunable_weights(model).items()}
 
 
-class Probe(TrainerCallback):
+class Probe(TrainingRecorder):
     """Records, after the pruning callback, zeros per step, the logs it sees and logits at saves."""
 
     def __init__(self, probe_inputs: dict[str, torch.Tensor]) -> None:
-        self.probe_inputs = probe_inputs
+        super().__init__(probe_inputs)
         self.zeros: dict[int, dict[str, int]] = {}
-        self.logs_seen: list[dict[str, float]] = []
-        self.saved: dict[int, torch.Tensor] = {}
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.zeros[state.global_step] = zero_counts(model)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        self.logs_seen.append(dict(logs))
-
-    def on_save(self, args, state, control, model=None, **kwargs):
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            self.saved[state.global_step] = model(**self.probe_inputs).logits.clone()
-        model.train(was_training)
-
-
-def training_args(output_dir: Path, **overrides: Any) -> TrainingArguments:
-    settings: dict[str, Any] = dict(
-        output_dir=str(output_dir),
-        max_steps=6,
-        per_device_train_batch_size=8,
-        learning_rate=5e-3,
-        lr_scheduler_type="constant",
-        save_strategy="steps",
-        save_steps=3,
-        logging_steps=1,
-        seed=0,
-        data_seed=0,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-    settings.update(overrides)
-    return TrainingArguments(**settings)
-
 
 def make_trainer(data, args, callbacks) -> Trainer:
-    tokenizer, dataset = data
-    model = tiny_bert(num_layers=2, seed=0).train()
-    return Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-
-
-def probe_inputs(data) -> dict[str, torch.Tensor]:
-    tokenizer, _ = data
-    texts = ["the movie was good", "a boring and awful film", "great acting , bad ending"]
-    return dict(tokenizer(texts, padding=True, return_tensors="pt"))
+    return plain_trainer(data, tiny_bert(num_layers=2, seed=0).train(), args, callbacks)
 
 
 def test_masks_hold_through_training_checkpoints_and_logs(data, tmp_path) -> None:
     pruning = MagnitudePruningCallback(SCHEDULE, scope="layer")
-    probe = Probe(probe_inputs(data))
-    trainer = make_trainer(data, training_args(tmp_path), [pruning, probe])
+    probe = Probe(probe_batch(data[0]))
+    trainer = make_trainer(data, checkpointed_training_args(tmp_path), [pruning, probe])
     trainer.train()
     model = trainer.model
     assert model is not None
@@ -160,8 +113,8 @@ def test_masks_hold_through_training_checkpoints_and_logs(data, tmp_path) -> Non
 
 def test_one_shot_global_pruning_with_gradient_accumulation(data, tmp_path) -> None:
     pruning = MagnitudePruningCallback(OneShotSchedule(target_sparsity=0.6), scope="global")
-    probe = Probe(probe_inputs(data))
-    args = training_args(
+    probe = Probe(probe_batch(data[0]))
+    args = checkpointed_training_args(
         tmp_path,
         max_steps=3,
         gradient_accumulation_steps=2,
@@ -185,13 +138,15 @@ def test_one_shot_global_pruning_with_gradient_accumulation(data, tmp_path) -> N
 
 def test_resume_gives_the_same_masks_and_weights(data, tmp_path) -> None:
     full_pruning = MagnitudePruningCallback(SCHEDULE, scope="global")
-    full = make_trainer(data, training_args(tmp_path / "full"), [full_pruning])
+    full = make_trainer(data, checkpointed_training_args(tmp_path / "full"), [full_pruning])
     full.train()
 
     # A fresh run resumed from step 3, built with a different schedule on purpose: the
     # checkpoint's callback state must replace it.
     decoy = MagnitudePruningCallback(OneShotSchedule(target_sparsity=0.9), scope="layer")
-    args = training_args(tmp_path / "full", restore_callback_states_from_checkpoint=True)
+    args = checkpointed_training_args(
+        tmp_path / "full", restore_callback_states_from_checkpoint=True
+    )
     resumed = make_trainer(data, args, [decoy])
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
     restored = [

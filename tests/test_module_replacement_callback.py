@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from tiny_bert import tiny_bert, tiny_sentiment_dataset, tiny_tokenizer
-from transformers import (
-    BertForSequenceClassification,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
+from tiny_bert import tiny_bert
+from trainer_helpers import (
+    TrainingRecorder,
+    checkpointed_training_args,
+    plain_trainer,
+    probe_batch,
+    sentiment_data,
 )
+from transformers import BertForSequenceClassification
 
 from loyalkit.callbacks import ModuleReplacementCallback
 from loyalkit.compression import (
@@ -40,8 +41,7 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
-    return tokenizer, tiny_sentiment_dataset(tokenizer, n=48, seed=0)
+    return sentiment_data(tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(scope="module")
@@ -49,49 +49,16 @@ def teacher() -> BertForSequenceClassification:
     return tiny_bert(num_layers=4, seed=0)
 
 
-class Probe(TrainerCallback):
+class Probe(TrainingRecorder):
     """The rate each step ran with, the logs seen after the callback, logits at saves."""
 
     def __init__(self, probe_inputs: dict[str, torch.Tensor]) -> None:
-        self.probe_inputs = probe_inputs
+        super().__init__(probe_inputs)
         self.rates: list[float] = []
-        self.logs_seen: list[dict[str, float]] = []
-        self.saved: dict[int, torch.Tensor] = {}
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         # After the step, whatever the callback order: a resume moves restored callbacks last.
         self.rates.append(find_module_replacement(model).replacement_rate)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        self.logs_seen.append(dict(logs))
-
-    def on_save(self, args, state, control, model=None, **kwargs):
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            self.saved[state.global_step] = model(**self.probe_inputs).logits.clone()
-        model.train(was_training)
-
-
-def training_args(output_dir: Path, **overrides: Any) -> TrainingArguments:
-    settings: dict[str, Any] = dict(
-        output_dir=str(output_dir),
-        max_steps=6,
-        per_device_train_batch_size=8,
-        learning_rate=5e-3,
-        lr_scheduler_type="constant",
-        save_strategy="steps",
-        save_steps=3,
-        logging_steps=1,
-        seed=0,
-        data_seed=0,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-    settings.update(overrides)
-    return TrainingArguments(**settings)
 
 
 def prepared(teacher: BertForSequenceClassification) -> BertForSequenceClassification:
@@ -100,31 +67,15 @@ def prepared(teacher: BertForSequenceClassification) -> BertForSequenceClassific
     return model
 
 
-def make_trainer(data, model, args, callbacks, **kwargs: Any) -> Trainer:
-    tokenizer, dataset = data
-    return Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        **kwargs,
-    )
-
-
-def probe_inputs(data) -> dict[str, torch.Tensor]:
-    tokenizer, _ = data
-    texts = ["the movie was good", "a boring and awful film", "great acting , bad ending"]
-    return dict(tokenizer(texts, padding=True, return_tensors="pt"))
-
-
 def test_training_replaces_modules_checkpoints_and_exports(data, teacher, tmp_path) -> None:
     export_dir = tmp_path / "successor"
     replacement = ModuleReplacementCallback(CONSTANT, export_dir=str(export_dir))
-    probe = Probe(probe_inputs(data))
+    probe = Probe(probe_batch(data[0]))
     model = prepared(teacher)
     initial_successors = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = make_trainer(data, model, training_args(tmp_path / "run"), [replacement, probe])
+    trainer = plain_trainer(
+        data, model, checkpointed_training_args(tmp_path / "run"), [replacement, probe]
+    )
     trainer.train()
 
     # The schedule drove p before each of the 6 optimizer steps.
@@ -187,7 +138,9 @@ def test_training_replaces_modules_checkpoints_and_exports(data, teacher, tmp_pa
 
 def test_resume_restores_the_rate_and_matches_the_uninterrupted_run(data, teacher, tmp_path):
     full_callback = ModuleReplacementCallback(LINEAR)
-    full = make_trainer(data, prepared(teacher), training_args(tmp_path / "full"), [full_callback])
+    full = plain_trainer(
+        data, prepared(teacher), checkpointed_training_args(tmp_path / "full"), [full_callback]
+    )
     full.train()
     assert [e["replacement_rate"] for e in full.state.log_history if "loss" in e] == pytest.approx(
         LINEAR_BY_HAND
@@ -196,9 +149,11 @@ def test_resume_restores_the_rate_and_matches_the_uninterrupted_run(data, teache
     # A fresh run resumed from step 3, built with a different schedule on purpose: the
     # checkpoint's callback state must replace it.
     decoy = ModuleReplacementCallback(ConstantReplacementSchedule(rate=0.0), seed=123)
-    probe = Probe(probe_inputs(data))
-    args = training_args(tmp_path / "full", restore_callback_states_from_checkpoint=True)
-    resumed = make_trainer(data, prepared(teacher), args, [decoy, probe])
+    probe = Probe(probe_batch(data[0]))
+    args = checkpointed_training_args(
+        tmp_path / "full", restore_callback_states_from_checkpoint=True
+    )
+    resumed = plain_trainer(data, prepared(teacher), args, [decoy, probe])
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
     restored = [
         cb for cb in resumed.callback_handler.callbacks if isinstance(cb, ModuleReplacementCallback)
@@ -230,7 +185,9 @@ def test_restored_state_sets_the_rate_before_the_first_step(teacher, tmp_path) -
 def test_callback_needs_a_prepared_model(data, teacher, tmp_path) -> None:
     callback = ModuleReplacementCallback(CONSTANT)
     model = copy.deepcopy(teacher).train()
-    trainer = make_trainer(data, model, training_args(tmp_path, max_steps=1), [callback])
+    trainer = plain_trainer(
+        data, model, checkpointed_training_args(tmp_path, max_steps=1), [callback]
+    )
     with pytest.raises(ValueError, match="prepare_module_replacement"):
         trainer.train()
 
@@ -240,8 +197,12 @@ def test_optimizer_built_before_the_successor_is_rejected(data, teacher, tmp_pat
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     prepare_module_replacement(model, num_successor_layers=2)
     callback = ModuleReplacementCallback(CONSTANT)
-    trainer = make_trainer(
-        data, model, training_args(tmp_path, max_steps=1), [callback], optimizers=(optimizer, None)
+    trainer = plain_trainer(
+        data,
+        model,
+        checkpointed_training_args(tmp_path, max_steps=1),
+        [callback],
+        optimizers=(optimizer, None),
     )
     with pytest.raises(ValueError, match="optimizer does not hold the successor"):
         trainer.train()

@@ -10,16 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import transformers
+from packaging import version
 from safetensors import safe_open
 from sklearn.metrics import accuracy_score
-from tiny_bert import tiny_bert, tiny_sentiment_dataset, tiny_tokenizer
+from tiny_bert import tiny_bert
 from torch import nn
-from transformers import (
-    AutoModelForSequenceClassification,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-)
+from trainer_helpers import TrainingRecorder, plain_trainer, sentiment_data, training_args
+from transformers import AutoModelForSequenceClassification
 
 from loyalkit.callbacks.quantization import (
     PostTrainingQuantizationCallback,
@@ -31,9 +29,17 @@ from loyalkit.compression.quantization import (
     prepare_qat,
     quantize_dynamic_int8,
     save_quantized,
+    supports_safetensors,
 )
 
 EPS = np.finfo(np.float32).eps
+# transformers 5 saves torchao int8 weights as safetensors; 4.57 only as a pickle (its torchao
+# quantizer allows safetensors for Float8 configs alone).
+INT8_WEIGHTS = (
+    "model.safetensors"
+    if version.parse(transformers.__version__).major >= 5
+    else "pytorch_model.bin"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +49,7 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
-    return tokenizer, tiny_sentiment_dataset(tokenizer, n=48, seed=0)
+    return sentiment_data(tmp_path_factory.mktemp("tokenizer"))
 
 
 def token_ids(n: int = 64, length: int = 12, seed: int = 1) -> torch.Tensor:
@@ -159,9 +164,23 @@ def test_fallback_undoes_a_partial_torchao_run(monkeypatch: pytest.MonkeyPatch) 
     assert all(m.weight().dtype == torch.qint8 for m in dynamic)
 
 
-def tensor_bytes(folder: Path) -> int:
-    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
-        return sum(f.get_tensor(k).nbytes for k in f.keys())  # noqa: SIM118 (not a dict)
+def weights_files(folder: Path) -> list[str]:
+    """Which of the two weight files ``save_pretrained`` can write are in ``folder``."""
+    return [name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).exists()]
+
+
+def tensor_bytes(weights: Path) -> int:
+    """Bytes of the tensors in a weights file; a torchao tensor counts its inner tensors."""
+    if weights.suffix == ".safetensors":
+        with safe_open(str(weights), framework="pt") as f:
+            return sum(f.get_tensor(k).nbytes for k in f.keys())  # noqa: SIM118 (not a dict)
+    total = 0
+    for tensor in torch.load(weights, weights_only=True).values():
+        if hasattr(tensor, "__tensor_flatten__"):  # torchao Int8Tensor: qdata, scale, zero_point
+            total += sum(getattr(tensor, name).nbytes for name in tensor.__tensor_flatten__()[0])
+        else:
+            total += tensor.nbytes
+    return total
 
 
 def test_save_pretrained_round_trip_and_size(tmp_path: Path) -> None:
@@ -175,13 +194,17 @@ def test_save_pretrained_round_trip_and_size(tmp_path: Path) -> None:
     assert type(reloaded.classifier.weight).__name__ == "Int8Tensor"
     assert reloaded.config.quantization_config.quant_method == "torchao"
     np.testing.assert_array_equal(logits(reloaded, ids), before)
+    assert weights_files(tmp_path / "fp32") == ["model.safetensors"]
+    assert weights_files(tmp_path / "int8") == [INT8_WEIGHTS]
+    assert supports_safetensors(model) == (INT8_WEIGHTS == "model.safetensors")
     fp32_size = (tmp_path / "fp32" / "model.safetensors").stat().st_size
-    int8_size = (tmp_path / "int8" / "model.safetensors").stat().st_size
+    int8_size = (tmp_path / "int8" / INT8_WEIGHTS).stat().st_size
     assert int8_size < fp32_size
     # Tensor bytes: each Linear weight keeps 1 byte of 4, plus an fp32 scale and an int8 zero
-    # point per output row; the rest of the file is a JSON header (about 11 kB here, fixed).
+    # point per output row; the rest of the file is a header (safetensors: about 11 kB of JSON).
     rows = sum(m.out_features for m in linear_layers(model).values())
-    saving = tensor_bytes(tmp_path / "fp32") - tensor_bytes(tmp_path / "int8")
+    fp32_bytes = tensor_bytes(tmp_path / "fp32" / "model.safetensors")
+    saving = fp32_bytes - tensor_bytes(tmp_path / "int8" / INT8_WEIGHTS)
     assert saving == 3 * linear_bytes // 4 - 5 * rows
 
 
@@ -256,56 +279,25 @@ def test_bad_arguments() -> None:
         prepare_qat(prepared)
 
 
-def training_args(output_dir: Path, **overrides: Any) -> TrainingArguments:
-    settings: dict[str, Any] = dict(
-        output_dir=str(output_dir),
-        max_steps=4,
-        per_device_train_batch_size=8,
-        learning_rate=5e-3,
-        lr_scheduler_type="constant",
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-    settings.update(overrides)
-    return TrainingArguments(**settings)
-
-
-class Probe(TrainerCallback):
+class Probe(TrainingRecorder):
     """Listed before the quantization callback: sees the model just before it is converted."""
 
     def __init__(self, ids: torch.Tensor) -> None:
-        self.ids = ids
+        super().__init__({"input_ids": ids})
         self.fake_at_step: list[bool] = []
         self.latent_state: dict[str, torch.Tensor] = {}
-        self.saved_logits: dict[int, np.ndarray] = {}
 
     def on_step_end(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
         self.fake_at_step.append(is_fake_quantized(model))
-
-    def on_save(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
-        model.eval()
-        self.saved_logits[state.global_step] = logits(model, self.ids)
-        model.train()
 
     def on_train_end(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
         self.latent_state = {k: v.clone() for k, v in model.state_dict().items()}
 
 
 def test_post_training_quantization_callback(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    tokenizer, dataset = data
     ptq = PostTrainingQuantizationCallback()
-    trainer = Trainer(
-        model=tiny_bert(seed=0).train(),
-        args=training_args(tmp_path),
-        train_dataset=dataset,
-        eval_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=[ptq],
+    trainer = plain_trainer(
+        data, tiny_bert(seed=0).train(), training_args(tmp_path), [ptq], eval_dataset=data[1]
     )
     trainer.train()
     assert ptq.result is not None and ptq.result.backend == "torchao"
@@ -314,24 +306,20 @@ def test_post_training_quantization_callback(data, tmp_path: Path) -> None:  # t
     )
     assert np.isfinite(trainer.evaluate()["eval_loss"])
     ids = token_ids()
-    trainer.save_model(str(tmp_path / "final"))
+    trainer.save_model(str(tmp_path / "final"))  # the same call on transformers 5 and 4.57
+    assert weights_files(tmp_path / "final") == [INT8_WEIGHTS]
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final").eval()
+    assert type(reloaded.classifier.weight).__name__ == "Int8Tensor"
     np.testing.assert_array_equal(logits(reloaded, ids), logits(trainer.model.eval(), ids))
 
 
 def test_quantization_aware_training_callback(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    tokenizer, dataset = data
     ids = token_ids()
     probe, qat = Probe(ids), QuantizationAwareTrainingCallback()
     model = tiny_bert(seed=0).train()
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = Trainer(
-        model=model,
-        args=training_args(tmp_path, save_strategy="steps", save_steps=2),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=[probe, qat],
-    )
+    args = training_args(tmp_path, save_strategy="steps", save_steps=2)
+    trainer = plain_trainer(data, model, args, [probe, qat])
     trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert len(losses) == 4 and np.isfinite(losses).all()
@@ -349,21 +337,20 @@ def test_quantization_aware_training_callback(data, tmp_path: Path) -> None:  # 
     # A mid-run checkpoint holds the latent float weights: prepare_qat restores its predictions.
     checkpoint = AutoModelForSequenceClassification.from_pretrained(tmp_path / "checkpoint-2")
     prepare_qat(checkpoint.eval())
-    np.testing.assert_allclose(logits(checkpoint, ids), probe.saved_logits[2], atol=1e-6)
+    np.testing.assert_allclose(logits(checkpoint, ids), probe.saved[2].numpy(), atol=1e-6)
+    # The converted model saves and reloads as int8 (a pickle on transformers 4.57).
+    trainer.save_model(str(tmp_path / "final"))
+    assert weights_files(tmp_path / "final") == [INT8_WEIGHTS]
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final").eval()
+    np.testing.assert_array_equal(logits(reloaded, ids), logits(ptq, ids))
 
 
 def test_ptq_and_qat_callbacks_conflict(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    tokenizer, dataset = data
     for callbacks in (
         [QuantizationAwareTrainingCallback(), PostTrainingQuantizationCallback()],
         [PostTrainingQuantizationCallback(), QuantizationAwareTrainingCallback()],
     ):
-        trainer = Trainer(
-            model=tiny_bert(seed=0).train(),
-            args=training_args(tmp_path, max_steps=1),
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-        )
+        args = training_args(tmp_path, max_steps=1)
+        trainer = plain_trainer(data, tiny_bert(seed=0).train(), args, callbacks)
         with pytest.raises(ValueError, match="conflict"):
             trainer.train()
