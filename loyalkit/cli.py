@@ -7,8 +7,8 @@ its module name to that tuple. Modules are imported only when the command line i
 ``import loyalkit.cli`` stays cheap.
 
 Example:
-    >>> main(["--version"])  # doctest: +SKIP
-    loyalkit 0.1.0
+    >>> build_parser().parse_args(["metrics", "install", "--namespace", "someone"]).namespace
+    'someone'
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@
 ``$HF_MODULES_CACHE/evaluate_modules/metrics/evaluate-metric--NAME/<hash>/NAME.py``. Installing
 puts each module there exactly as a Hub download would, using ``evaluate``'s own functions.
 
-Example (skipped as a doctest: like ``evaluate.load``, it adds the cache to ``sys.path``):
-    >>> [m.load_name for m in install_metric_modules(namespace="someone")]  # doctest: +SKIP
+Example (into a scratch cache; ``evaluate.load`` would need ``HF_MODULES_CACHE`` pointing there):
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as cache:
+    ...     [m.load_name for m in install_metric_modules(namespace="someone", modules_cache=cache)]
     ['someone/loyalty', 'someone/label_loyalty', 'someone/probability_loyalty']
 """
 

@@ -7,10 +7,12 @@ loyalkit is not on PyPI, so each Space also receives a wheel of loyalkit, and it
 runs ``pip install -r requirements.txt`` before the repository files are copied in, so a relative
 path would not resolve. The source folders are never modified.
 
-Example (a dry run touches no network):
-    >>> plans = push_metric_spaces("someone", ["label_loyalty"], dry_run=True)  # doctest: +SKIP
-    >>> plans[0].repo_id  # doctest: +SKIP
-    'someone/label_loyalty'
+Example (``push_metric_spaces(..., dry_run=True)`` stages everything and touches no network; checking
+alone is instant):
+    >>> from loyalkit.metrics import module_path
+    >>> space_problems(module_path("label_loyalty"), "label_loyalty")
+    []
+    >>> check_spaces(["loyalty", "label_loyalty", "probability_loyalty"])
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import os
 import random
 import time
@@ -65,11 +66,11 @@ SEED = 0
 THREADS = 1  # measured faster than 2 on the shared 2-core machines (see the report)
 MAX_LENGTH = 64
 BATCH = 32
-TRAIN_SENTENCES = 8000  # a seeded sample of SST-2 train; every phase draws its batches from it
-TEACHER_STEPS = 250
-KD_STEPS = 150
-REPLACEMENT_STEPS = 150
-PRUNING_STEPS = 80
+TEACHER_STEPS = 200
+TRAIN_SENTENCES = TEACHER_STEPS * BATCH  # a seeded sample of SST-2 train, one teacher epoch
+KD_STEPS = 120
+REPLACEMENT_STEPS = 120
+PRUNING_STEPS = 60
 PRUNING_SPARSITY = 0.5
 
 
@@ -114,8 +115,16 @@ def bottom_layers(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
     return student
 
 
+def length_grouping() -> dict[str, Any]:
+    """Batches of similar length (half the padding, half the step time); renamed in transformers 5."""
+    if "train_sampling_strategy" in {f.name for f in dataclasses.fields(TrainingArguments)}:
+        return {"train_sampling_strategy": "group_by_length"}
+    return {"group_by_length": True}
+
+
 def training_args(output_dir: Path, steps: int, learning_rate: float) -> TrainingArguments:
     return TrainingArguments(
+        **length_grouping(),
         output_dir=str(output_dir),
         max_steps=steps,
         per_device_train_batch_size=BATCH,
@@ -147,7 +156,7 @@ def make_trainer(
         model=model,
         args=training_args(output_dir, steps, learning_rate),
         train_dataset=data["train"],
-        eval_dataset=data["dev"],
+        eval_dataset=data["dev_by_length"],
         data_collator=DataCollatorWithPadding(data["tokenizer"]),
         callbacks=callbacks,
     )
@@ -155,7 +164,7 @@ def make_trainer(
 
 @torch.no_grad()
 def dev_logits(model: nn.Module, data: dict[str, Any]) -> np.ndarray:
-    """Logits on the dev set in file order; batches of similar length keep padding short."""
+    """Logits on the dev set in file order (batches of similar length keep padding short)."""
     model.eval()
     dev: Dataset = data["dev"]
     order = np.argsort([len(ids) for ids in dev["input_ids"]], kind="stable")
@@ -175,9 +184,13 @@ def judge(student: np.ndarray, teacher: np.ndarray, gold: np.ndarray) -> dict[st
     student_labels, teacher_labels = student.argmax(axis=1), teacher.argmax(axis=1)
     accuracy = accuracy_score(gold, student_labels)
     label_loyalty = accuracy_score(teacher_labels, student_labels)
-    probability_loyalty = float(
-        np.mean(1.0 - jensenshannon(softmax(teacher, axis=1), softmax(student, axis=1), axis=1))
+    distance = jensenshannon(
+        softmax(teacher.astype(np.float64), axis=1),
+        softmax(student.astype(np.float64), axis=1),
+        axis=1,
     )
+    # scipy takes the square root of a divergence that rounds to a tiny negative for equal rows.
+    probability_loyalty = float(np.mean(1.0 - np.nan_to_num(distance, nan=0.0)))
     assert result["student_accuracy"] == pytest.approx(accuracy, abs=1e-12)
     assert result["label_loyalty"] == pytest.approx(label_loyalty, abs=1e-12)
     assert result["probability_loyalty"] == pytest.approx(probability_loyalty, abs=1e-6)
@@ -196,6 +209,22 @@ def encoder_linear_sparsity(model: nn.Module) -> dict[str, float]:
         for name, module in encoder.named_modules()
         if isinstance(module, nn.Linear)
     }
+
+
+TIMES = ("seconds", "cpu_seconds")
+
+
+class Stopwatch:
+    """Wall and CPU seconds; with one torch thread the CPU time is what a quiet machine takes."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def elapsed(self) -> dict[str, float]:
+        return {
+            "seconds": time.perf_counter() - self.wall,
+            "cpu_seconds": time.process_time() - self.cpu,
+        }
 
 
 class TeacherCalls:
@@ -224,43 +253,58 @@ def _threads() -> Iterator[None]:
 def report() -> Iterator[dict[str, dict[str, float]]]:
     """Every phase's numbers, printed as a table when the module is done (visible with -s)."""
     results: dict[str, dict[str, float]] = {}
-    started = time.perf_counter()
+    clock = Stopwatch()
     yield results
-    total = time.perf_counter() - started
-    print(f"\nReal MiniLM-L6 on SST-2 dev (872 sentences), {THREADS} thread(s):")
-    print(f"{'phase':<34}{'accuracy':>9}{'label loy.':>11}{'prob. loy.':>11}{'seconds':>9}")
+    total = clock.elapsed()
+    print(f"\nReal MiniLM-L6 on SST-2 dev (872 sentences), {THREADS} torch thread(s):")
+    print(
+        f"{'phase':<36}{'accuracy':>9}{'label loy.':>11}{'prob. loy.':>11}{'wall s':>8}{'CPU s':>8}"
+    )
     for phase, values in results.items():
         cells = [
             f"{values[key]:>{width}.4f}" if key in values else " " * width
             for key, width in (("accuracy", 9), ("label_loyalty", 11), ("probability_loyalty", 11))
         ]
-        print(f"{phase:<34}{''.join(cells)}{values.get('seconds', 0.0):>9.1f}")
-    print(f"{'total (module)':<65}{total:>9.1f}")
+        times = [f"{values[key]:>8.1f}" if key in values else " " * 8 for key in TIMES]
+        print(f"{phase:<36}{''.join(cells)}{''.join(times)}")
+    print(f"{'all phases':<67}{total['seconds']:>8.1f}{total['cpu_seconds']:>8.1f}")
 
 
 @pytest.fixture(scope="module")
-def data() -> dict[str, Any]:
+def data(report: dict[str, dict[str, float]]) -> dict[str, Any]:
+    clock = Stopwatch()
     folder = sst2_dir()
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     sentences, labels = read_tsv(folder / "train.tsv")
     picked = random.Random(SEED).sample(range(len(sentences)), TRAIN_SENTENCES)
     dev_sentences, dev_labels = read_tsv(folder / "dev.tsv")
-    return {
+    dev = tokenized(tokenizer, dev_sentences, dev_labels)
+    by_length = np.argsort([len(ids) for ids in dev["input_ids"]], kind="stable")
+    loaded = {
         "tokenizer": tokenizer,
         "train": tokenized(tokenizer, [sentences[i] for i in picked], [labels[i] for i in picked]),
-        "dev": tokenized(tokenizer, dev_sentences, dev_labels),
+        "dev": dev,
+        # The Trainer evaluates in dataset order: sorted by length, its batches carry less padding.
+        "dev_by_length": dev.select(by_length),
         "gold": np.asarray(dev_labels),
     }
+    report["read + tokenize SST-2"] = clock.elapsed()
+    return loaded
 
 
 @pytest.fixture(scope="module")
 def teacher_run(
-    data: dict[str, Any], report: dict[str, dict[str, float]], tmp_path_factory: pytest.TempPathFactory
+    data: dict[str, Any],
+    report: dict[str, dict[str, float]],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
     """MiniLM-L6 with a new 2-label head, fine-tuned on SST-2 with a plain Trainer."""
-    started = time.perf_counter()
+    clock = Stopwatch()
     torch.manual_seed(SEED)
     model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+    # Frozen word embeddings (11.7M of 22.7M parameters) cut a fifth of the step time. The copies
+    # that become students inherit the flag.
+    model.base_model.embeddings.word_embeddings.requires_grad_(False)
     trainer = make_trainer(
         data, model, tmp_path_factory.mktemp("teacher"), TEACHER_STEPS, learning_rate=1e-4
     )
@@ -269,7 +313,7 @@ def teacher_run(
     accuracy = float(accuracy_score(data["gold"], logits.argmax(axis=1)))
     report["teacher (6 layers, fine-tuned)"] = {
         "accuracy": accuracy,
-        "seconds": time.perf_counter() - started,
+        **clock.elapsed(),
     }
     return {"model": model.eval(), "logits": logits, "accuracy": accuracy}
 
@@ -285,12 +329,12 @@ def teacher(teacher_run: dict[str, Any]) -> PreTrainedModel:
 def test_fine_tuned_teacher_beats_chance_by_far(teacher_run: dict[str, Any], data) -> None:
     gold = data["gold"]
     assert len(gold) == 872
-    majority = max(np.mean(gold), 1 - np.mean(gold))
-    assert teacher_run["accuracy"] > 0.8 > majority + 0.25
+    assert max(np.mean(gold), 1 - np.mean(gold)) < 0.52  # balanced: chance is about 0.5
+    assert teacher_run["accuracy"] > 0.8
 
 
 def test_distilled_three_layer_student(teacher, teacher_run, data, report, tmp_path) -> None:
-    started = time.perf_counter()
+    clock = Stopwatch()
     student = bottom_layers(teacher, 3)
     before = judge(dev_logits(student, data), teacher_run["logits"], data["gold"])
     report["3-layer student before KD"] = before
@@ -313,7 +357,7 @@ def test_distilled_three_layer_student(teacher, teacher_run, data, report, tmp_p
     assert metrics["eval_probability_loyalty"] == pytest.approx(
         after["probability_loyalty"], abs=1e-3
     )
-    report["3-layer student after KD"] = {**after, "seconds": time.perf_counter() - started}
+    report["3-layer student after KD"] = {**after, **clock.elapsed()}
 
     assert after["accuracy"] > 0.7
     assert after["label_loyalty"] > 0.8
@@ -322,7 +366,7 @@ def test_distilled_three_layer_student(teacher, teacher_run, data, report, tmp_p
 
 
 def test_module_replacement_six_to_three(teacher, teacher_run, data, report, tmp_path) -> None:
-    started = time.perf_counter()
+    clock = Stopwatch()
     model = copy.deepcopy(teacher).train()
     prepare_module_replacement(model, num_successor_layers=3, successor_init="bottom", seed=SEED)
     # p = min(1, k t + b): b = 0.3 (the paper), reaching 1 after two thirds of the steps; the rest
@@ -348,14 +392,14 @@ def test_module_replacement_six_to_three(teacher, teacher_run, data, report, tmp
     result = judge(exported_logits, teacher_run["logits"], data["gold"])
     report["module replacement 6->3 (exported)"] = {
         **result,
-        "seconds": time.perf_counter() - started,
+        **clock.elapsed(),
     }
     assert result["accuracy"] > 0.7
     assert result["label_loyalty"] > 0.8
 
 
 def test_magnitude_pruning_half(teacher, teacher_run, data, report, tmp_path) -> None:
-    started = time.perf_counter()
+    clock = Stopwatch()
     one_shot = copy.deepcopy(teacher)
     magnitude_prune(one_shot, PRUNING_SPARSITY)
     report["50% magnitude, one-shot"] = judge(
@@ -386,7 +430,7 @@ def test_magnitude_pruning_half(teacher, teacher_run, data, report, tmp_path) ->
     result = judge(logits, teacher_run["logits"], data["gold"])
     report["50% magnitude, cubic + fine-tune"] = {
         **result,
-        "seconds": time.perf_counter() - started,
+        **clock.elapsed(),
     }
     assert result["accuracy"] > 0.75
     assert result["label_loyalty"] > 0.8
@@ -394,7 +438,7 @@ def test_magnitude_pruning_half(teacher, teacher_run, data, report, tmp_path) ->
 
 @pytest.mark.parametrize("backend", ["torchao", "torch.ao"])
 def test_int8_post_training_quantization(backend, teacher, teacher_run, data, report) -> None:
-    started = time.perf_counter()
+    clock = Stopwatch()
     model = copy.deepcopy(teacher).eval()
     info = quantize_dynamic_int8(model, backend=backend)
     assert info.backend == backend
@@ -403,6 +447,6 @@ def test_int8_post_training_quantization(backend, teacher, teacher_run, data, re
     assert not np.allclose(logits, teacher_run["logits"])  # quantization really changed the model
 
     result = judge(logits, teacher_run["logits"], data["gold"])
-    report[f"int8 PTQ ({backend})"] = {**result, "seconds": time.perf_counter() - started}
+    report[f"int8 PTQ ({backend})"] = {**result, **clock.elapsed()}
     assert result["label_loyalty"] > 0.9
     assert result["accuracy"] > teacher_run["accuracy"] - 0.05

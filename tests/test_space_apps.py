@@ -72,9 +72,7 @@ def test_space_folder_is_complete_and_its_card_loads(name):
     for section in CARD_SECTIONS:
         assert f"\n{section}\n" in card.text, section
     lines = (folder / "requirements.txt").read_text().splitlines()
-    required = {
-        Requirement(line).name for line in lines if line.strip() and line[0] not in "#-"
-    }
+    required = {Requirement(line).name for line in lines if line.strip() and line[0] not in "#-"}
     assert {"loyalkit", "evaluate", "gradio"} <= required
 
 
