@@ -71,3 +71,16 @@ def test_regular_install_imports_and_loads_the_packaged_modules(tmp_path):
         0.9 * math.log(1.2) + 0.1 * math.log(0.4)
     )
     assert abs(result["value"] - (1 - math.sqrt(jsd))) < 1e-12
+
+
+def test_importing_the_packages_is_light_and_leaves_the_environment_alone():
+    probe = (
+        "import json, os, sys; before = dict(os.environ); "
+        "import loyalkit, loyalkit.cli, loyalkit.compression, loyalkit.callbacks; "
+        "print(json.dumps({'heavy': [m for m in ('torch', 'torchao', 'transformers', 'textattack') "
+        "if m in sys.modules], 'env_changed': before != dict(os.environ)}))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(completed.stdout) == {"heavy": [], "env_changed": False}
