@@ -71,6 +71,13 @@ def _as_array(values: Any) -> np.ndarray:
     return np.asarray(values)
 
 
+def _groups_by_length(args: TrainingArguments) -> bool:
+    # transformers 4.x spells it `group_by_length`, 5.x `train_sampling_strategy`.
+    return bool(getattr(args, "group_by_length", False)) or (
+        getattr(args, "train_sampling_strategy", None) == "group_by_length"
+    )
+
+
 def _num_labels(model: Any) -> int | None:
     config = getattr(model, "config", None)
     return getattr(config, "num_labels", None)
@@ -113,6 +120,15 @@ class LoyaltyCallback(TrainerCallback):
             raise ValueError(
                 "LoyaltyCallback needs the whole evaluation set's logits: "
                 "`batch_eval_metrics=True` is not supported"
+            )
+        if _groups_by_length(trainer.args):
+            # The length-grouped eval sampler draws a new order each time it is iterated (4.57:
+            # from torch's global RNG), so the teacher's pass could not follow the student's.
+            raise ValueError(
+                "LoyaltyCallback needs the evaluation set in a fixed order, but length-grouped "
+                "sampling (`group_by_length=True` / `train_sampling_strategy='group_by_length'`) "
+                "also shuffles evaluation batches: evaluate with a Trainer that does not group by "
+                "length"
             )
         if trainer.args.prediction_loss_only:
             raise ValueError(

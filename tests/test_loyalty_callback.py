@@ -263,6 +263,16 @@ def test_misuse_is_refused(data, teacher, tmp_path: Path) -> None:  # type: igno
     callback = LoyaltyCallback(teacher).attach(trainer)
     with pytest.raises(ValueError, match="already attached"):
         callback.attach(trainer)
+    import transformers
+
+    grouping = (
+        {"train_sampling_strategy": "group_by_length"}
+        if int(transformers.__version__.split(".")[0]) >= 5
+        else {"group_by_length": True}
+    )
+    grouped = make_trainer(data, training_args(tmp_path, **grouping))
+    with pytest.raises(ValueError, match="fixed order.*group_by_length"):
+        LoyaltyCallback(teacher).attach(grouped)
     batched = make_trainer(data, training_args(tmp_path, batch_eval_metrics=True))
     with pytest.raises(ValueError, match="batch_eval_metrics"):
         LoyaltyCallback(teacher).attach(batched)
