@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import trainer_helpers
 from datasets import Dataset
 from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
@@ -119,26 +120,15 @@ def logits_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
 
 
 def training_args(output_dir: Path, **overrides: Any) -> TrainingArguments:
+    """The shared four-step run, evaluating every two steps with the whole eval set in one batch."""
     settings: dict[str, Any] = dict(
-        output_dir=str(output_dir),
-        max_steps=4,
-        per_device_train_batch_size=8,
         per_device_eval_batch_size=40,  # the whole eval set in one batch, as `padded` gives it
-        learning_rate=5e-3,
-        lr_scheduler_type="constant",
         eval_strategy="steps",
         eval_steps=2,
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
         data_seed=0,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
     )
     settings.update(overrides)
-    return TrainingArguments(**settings)
+    return trainer_helpers.training_args(output_dir, **settings)
 
 
 def make_trainer(data: dict[str, Any], model: nn.Module, args: Any, callbacks: list) -> Trainer:
