@@ -17,10 +17,10 @@ import pyarrow as pa
 from loyalkit.metrics.inputs import check_same_length, to_numpy
 
 
-def _as_array(values: Any) -> np.ndarray | None:
+def _as_array(values: Any, name: str) -> np.ndarray | None:
     """The batch column as a numeric array, or None where evaluate's own path should handle it."""
     if isinstance(values, np.ndarray) or hasattr(values, "detach"):
-        array = to_numpy(values, "predictions")
+        array = to_numpy(values, name)
         if array.dtype.kind in "iuf" and array.ndim in (1, 2):
             return array
     return None
@@ -45,7 +45,8 @@ class ArrowBatches:
     def add_batch(self, *, predictions: Any = None, references: Any = None, **kwargs: Any) -> None:
         """Add a batch of student outputs (``predictions``) and teacher outputs (``references``)."""
         base: Any = super()
-        student, teacher = _as_array(predictions), _as_array(references)
+        student = _as_array(predictions, "predictions")
+        teacher = _as_array(references, "references")
         if kwargs or student is None or teacher is None or student.ndim != teacher.ndim:
             return base.add_batch(predictions=predictions, references=references, **kwargs)
         check_same_length(student, teacher, ("predictions", "references"))

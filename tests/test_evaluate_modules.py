@@ -270,3 +270,8 @@ def test_fractional_labels_are_rejected_not_truncated(modules, name):
         with pytest.raises(ValueError, match="predictions.*integer class labels"):
             modules[name].compute(predictions=predictions, references=[0, 1])
     assert modules[name].compute(predictions=[1.0, 0.0], references=[1, 1])["label_loyalty"] == 0.5
+
+
+def test_errors_in_array_batches_name_the_right_argument(modules):
+    with pytest.raises(ValueError, match="`references`.*empty"):
+        modules["loyalty"].add_batch(predictions=np.zeros((2, 2)), references=np.zeros((0, 2)))
