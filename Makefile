@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The second environment: transformers 4.57, the newest that TextAttack (through flair) accepts.
+# The second environment: transformers 4.57, the newest that TextAttack (through flair) accepts; it holds
+# the attack extra and runs the study, whose robustness columns need TextAttack.
 COMPAT_VENV ?= .venv-compat
 COMPAT_BIN := $(COMPAT_VENV)/bin
 TORCH_VERSION := 2.13.0
@@ -26,14 +27,16 @@ $(COMPAT_VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_BIN)/python -m pip install --quiet --upgrade pip
 	$(COMPAT_BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(COMPAT_BIN)/python -m pip install --quiet -e ".[test]" "transformers>=4.57,<5"
+	$(COMPAT_BIN)/python -m pip install --quiet -e ".[test,attack,study]" "transformers>=4.57,<5"
 	touch $@
 
-# Browser tests of the metric Spaces drive Debian's Chromium headless.
+# Browser tests of the metric Spaces drive Debian's Chromium headless; the offline PWWS and TextFooler
+# recipes read WordNet 3.0 from Debian's wordnet-base.
+SYSTEM_PACKAGES := chromium chromium-driver wordnet-base
 system-deps:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-		if [ "$$(id -u)" != 0 ]; then echo "install Debian's chromium and chromium-driver (needs root)"; exit 1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || [ ! -f /usr/share/wordnet/data.noun ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "install Debian's $(SYSTEM_PACKAGES) (needs root)"; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
 	fi
 
 lint: venv
@@ -43,12 +46,14 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# The core on the newest transformers, without TextAttack (the attack tests run in pytest-compat).
 pytest: venv system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not attack"
 
-# The whole suite again on transformers 4.57; the real-model check runs once, in the main environment.
+# The whole suite again on transformers 4.57 with TextAttack; the real-model checks of the core run once,
+# in the main environment, those of the attack recipes here.
 pytest-compat: compat-venv system-deps
-	$(COMPAT_BIN)/python -m pytest -m "not real_model"
+	$(COMPAT_BIN)/python -m pytest -m "not real_model or attack"
 
 test: lint typecheck pytest pytest-compat
 

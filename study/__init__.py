@@ -1,0 +1,1 @@
+"""The study: compress a teacher every way and report accuracy, loyalty and robustness."""
