@@ -7,17 +7,9 @@ from typing import Any
 import datasets
 import evaluate
 
-XU_2021_CITATION = """
-@inproceedings{xu-etal-2021-beyond,
-    title = "Beyond Preserved Accuracy: Evaluating Loyalty and Robustness of {BERT} Compression",
-    author = "Xu, Canwen and Zhou, Wangchunshu and Ge, Tao and Xu, Ke and McAuley, Julian and Wei, Furu",
-    booktitle = "Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing",
-    year = "2021",
-    pages = "10653--10659",
-}
-"""
+from loyalkit.citation import PAPER_URL, XU_2021_CITATION
 
-PAPER_URL = "https://aclanthology.org/2021.emnlp-main.832/"
+__all__ = ["PAPER_URL", "XU_2021_CITATION", "label_features", "metric_info", "score_features"]
 
 
 def metric_info(

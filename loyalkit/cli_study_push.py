@@ -1,0 +1,115 @@
+"""``loyalkit study push RESULTS_DIR --method M --seed S --repo-id U/N [--dry-run]``.
+
+Reads the study's ``RESULTS_DIR/results.json``, writes the model card of one compressed model
+(its loyalty, robustness and speed-up in the card's model-index) and uploads the model with it.
+``loyalkit.cli_study`` registers this action with :func:`add_push_parser` and runs it with
+:func:`run_push`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_push_parser", "run_push"]
+
+
+def add_push_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``push`` on the ``study`` command's sub-parsers."""
+    parser = subparsers.add_parser(
+        "push",
+        help="upload one compressed model of a study to the Hub with a model card",
+        description="Build the model card of one model of a finished study (model-index metadata "
+        "with accuracy, label and probability loyalty, flips, after-attack accuracy, attack "
+        "success rate, queries and CPU speed-up; the numbers beside the teacher's; how to load "
+        "it; the citation), validate it offline, then create the model repository and upload "
+        "the model folder with the card as README.md.",
+    )
+    parser.add_argument(
+        "results_dir", metavar="RESULTS_DIR", help="the study's output folder (holds results.json)"
+    )
+    parser.add_argument(
+        "--method", required=True, metavar="M", help="the method whose model to push"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        metavar="S",
+        help="the seed of the run to push (default: the method's only successful seed)",
+    )
+    parser.add_argument(
+        "--repo-id", required=True, metavar="U/N", help="Hub repository id, owner/name"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the card offline, write it to RESULTS_DIR/cards/, list the files; no network",
+    )
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument(
+        "--token",
+        metavar="T",
+        help="Hub token with write access (default: HF_TOKEN, or the token of `hf auth login`)",
+    )
+    parser.add_argument(
+        "--base-model",
+        metavar="ID",
+        help="the card's base_model (default: the teacher, when the study named it by a Hub id)",
+    )
+    parser.add_argument("--license", metavar="L", help="the card's license, e.g. apache-2.0")
+    return parser
+
+
+def run_push(args: argparse.Namespace, api: Any = None) -> int:
+    """Build, check and push (or, with ``--dry-run``, only show) the card and the model."""
+    from loyalkit.study.hub_push import check_repo_id, push_model
+    from loyalkit.study.model_card import build_model_card, card_eval_results, find_run
+
+    results_dir = Path(args.results_dir)
+    results_file = results_dir / "results.json"
+    if not results_file.is_file():
+        raise FileNotFoundError(f"RESULTS_DIR {str(results_dir)!r} holds no results.json")
+    check_repo_id(args.repo_id)
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    run = find_run(results, args.method, args.seed)
+    if not run.get("model_dir"):
+        raise ValueError(f"method {args.method!r} seed {run.get('seed')} saved no model to push")
+    model_dir = results_dir / run["model_dir"]
+    card = build_model_card(
+        results,
+        args.method,
+        run.get("seed"),
+        repo_id=args.repo_id,
+        base_model=args.base_model,
+        license=args.license,
+        model_dir=model_dir,
+    )
+    expected = card_eval_results(run, results.get("task") or {}, results.get("config") or {})
+    plan = push_model(
+        model_dir,
+        args.repo_id,
+        card,
+        dry_run=args.dry_run,
+        api=api,
+        private=args.private,
+        token=args.token,
+        expected_results=expected,
+    )
+    visibility = "private" if args.private else "public"
+    if args.dry_run:
+        saved = results_dir / "cards" / f"{args.method}-seed-{run.get('seed')}.md"
+        saved.parent.mkdir(exist_ok=True)
+        saved.write_text(plan.card, encoding="utf-8")
+        print(f"Dry run, nothing uploaded. The card is valid; written to {saved}.")
+        print(f"Would create the {visibility} model repository {plan.repo_id}  {plan.url}")
+    else:
+        print(f"Pushed {plan.repo_id}  {plan.url} ({visibility})")
+    width = max(len(path) for path, _ in plan.files)
+    for path, size in plan.files:
+        print(f"  {path:<{width}}  {size:>12,} bytes")
+    print("Model-index results:")
+    for result in expected:
+        print(f"  {result.metric_type:<22} {result.metric_value:.4g}")
+    return 0

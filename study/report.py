@@ -1,0 +1,304 @@
+"""The study's report: per-method mean and std over seeds, a Markdown table shaped like Table 1 of
+Xu et al. (2021), and the plots.
+
+``results`` is the dict saved as ``results.json`` (teacher, runs, task, config). Fractions are
+stored in [0, 1]; the table shows them as percentages with one decimal, ``± std`` (sample std,
+ddof=1) when a method ran with several seeds, and ``—`` where a value is missing.
+
+Example:
+    >>> runs = [{"method": "kd", "title": "KD", "seed": s, "status": "done", "accuracy": a}
+    ...         for s, a in ((0, 0.80), (1, 0.84))]
+    >>> entry = summarize(runs)[0]
+    >>> entry["seeds"], round(entry["accuracy"]["mean"], 4), round(entry["accuracy"]["std"], 4)
+    (2, 0.82, 0.0283)
+    >>> format_cell(entry["accuracy"], entry["seeds"], "percent")
+    '82.0 ± 2.8'
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RUN_METRICS",
+    "TABLE_COLUMNS",
+    "failed_runs",
+    "format_cell",
+    "results_markdown",
+    "summarize",
+    "table_rows",
+    "write_report",
+]
+
+#: The numeric top-level fields of a run that ``summarize`` averages over seeds.
+RUN_METRICS: tuple[str, ...] = (
+    "layers",
+    "parameters",
+    "size_on_disk_mb",
+    "latency_ms",
+    "speedup",
+    "train_seconds",
+    "accuracy",
+    "label_loyalty",
+    "probability_loyalty",
+    "flips",
+    "kl_divergence",
+)
+
+#: ``(header, summary key, format)`` of each column of the results table after "Method".
+TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("Layers", "layers", "count"),
+    ("Params (M)", "parameters", "millions"),
+    ("Size (MB)", "size_on_disk_mb", "size"),
+    ("Speed-up", "speedup", "times"),
+    ("Acc", "accuracy", "percent"),
+    ("Label loyalty", "label_loyalty", "percent"),
+    ("Prob. loyalty", "probability_loyalty", "percent"),
+    ("Flips", "flips", "percent"),
+    ("After-attack acc", "after_attack_accuracy", "percent"),
+    ("Queries", "mean_queries", "number"),
+    ("Success rate", "attack_success_rate", "percent"),
+)
+
+MISSING = "—"
+_ERROR_CHARS = 160
+
+
+def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per method (in order of first appearance): seeds done, seeds failed, mean and std of each metric.
+
+    Every numeric field of a done run is summarised: the fields of ``RUN_METRICS``, the attack
+    summary flattened (``after_attack_accuracy``, ``attack_success_rate``, ``mean_queries``, ...)
+    and ``adversarial_loyalty`` flattened with an ``adversarial_`` prefix. ``std`` is the sample
+    standard deviation (ddof=1) over the seeds that have the value, 0.0 for a single one.
+    """
+    order: list[str] = []
+    by_method: dict[str, list[Mapping[str, Any]]] = {}
+    for index, run in enumerate(runs):
+        if not isinstance(run, Mapping) or not isinstance(run.get("method"), str):
+            raise ValueError(f"`runs[{index}]` must be a dict with a 'method' name, got {run!r}")
+        if run["method"] not in by_method:
+            order.append(run["method"])
+            by_method[run["method"]] = []
+        by_method[run["method"]].append(run)
+    summary = []
+    for method in order:
+        method_runs = by_method[method]
+        done = [run for run in method_runs if run.get("status", "done") == "done"]
+        entry: dict[str, Any] = {
+            "method": method,
+            "title": next((r["title"] for r in method_runs if r.get("title")), method),
+            "seeds": len(done),
+            "failed": len(method_runs) - len(done),
+        }
+        values: dict[str, list[float]] = {}
+        for run in done:
+            for key, value in _numeric_fields(run):
+                values.setdefault(key, []).append(value)
+        for key, series in values.items():
+            entry[key] = {"mean": statistics.fmean(series), "std": _sample_std(series)}
+        summary.append(entry)
+    return summary
+
+
+def failed_runs(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per failed run: method, seed and the last line of its error."""
+    lines = []
+    for run in runs:
+        if run.get("status", "done") == "done":
+            continue
+        error = str(run.get("error") or "no error recorded").strip()
+        last = next((line.strip() for line in reversed(error.splitlines()) if line.strip()), "")
+        if len(last) > _ERROR_CHARS:
+            last = last[: _ERROR_CHARS - 1] + "…"
+        lines.append(
+            f"{run.get('title') or run['method']} (`{run['method']}`), seed {run.get('seed')}: {last}"
+        )
+    return lines
+
+
+def format_cell(stat: Mapping[str, float] | float | None, seeds: int, kind: str) -> str:
+    """One table cell: ``stat`` is ``{"mean", "std"}`` (or a bare number); ``kind`` its format.
+
+    Kinds: ``percent`` (fraction shown x100, one decimal), ``number`` (one decimal),
+    ``times`` (two decimals and ``x``); and for what a method fixes rather than measures,
+    ``count`` (layers), ``millions`` (value / 1e6, one decimal), ``size`` (one decimal).
+    ``± std`` is added when ``seeds >= 2`` (for the last three only when the seeds differ).
+    """
+    if stat is None:
+        return MISSING
+    mean, std = (stat["mean"], stat["std"]) if isinstance(stat, Mapping) else (float(stat), 0.0)
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return MISSING
+    scale, digits, suffix = {
+        "percent": (100.0, 1, ""),
+        "number": (1.0, 1, ""),
+        "millions": (1e-6, 1, ""),
+        "times": (1.0, 2, "x"),
+        "count": (1.0, 0, ""),
+        "size": (1.0, 1, ""),
+    }[kind]
+    fixed = kind in ("count", "millions", "size")
+    if kind == "count" and std == 0:
+        return f"{mean:g}"
+    text = f"{mean * scale:.{digits}f}{suffix}"
+    if seeds >= 2 and not (fixed and std == 0):
+        text += f" ± {std * scale:.{digits}f}"
+    return text
+
+
+def table_rows(results: Mapping[str, Any]) -> list[list[str]]:
+    """The results table as rows of cells: the teacher first, then each method in run order."""
+    rows = []
+    teacher = results.get("teacher")
+    if teacher:
+        stats = _teacher_stats(teacher)
+        rows.append(["Teacher"] + [format_cell(stats.get(k), 1, f) for _, k, f in TABLE_COLUMNS])
+    for entry in summarize(results.get("runs", [])):
+        seeds = entry["seeds"]
+        title = entry["title"]
+        if entry["failed"]:
+            title += f" ({seeds}/{seeds + entry['failed']} seeds)"
+        if seeds == 0:
+            rows.append([title] + [MISSING for _ in TABLE_COLUMNS])
+            continue
+        rows.append([title] + [format_cell(entry.get(k), seeds, f) for _, k, f in TABLE_COLUMNS])
+    return rows
+
+
+def results_markdown(results: Mapping[str, Any]) -> str:
+    """The study's results as Markdown: a context line, the table, failed runs, column notes."""
+    headers = ["Method"] + [header for header, _, _ in TABLE_COLUMNS]
+    lines = ["# Loyalty and robustness of compressed models", "", _context_line(results), ""]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "|".join([":---"] + ["---:"] * len(TABLE_COLUMNS)) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    failures = failed_runs(results.get("runs", []))
+    if failures:
+        lines += ["", "Failed runs:", ""] + [f"- {line}" for line in failures]
+    lines += [
+        "",
+        "Acc: accuracy on the validation set. Label loyalty: share of the teacher's predicted "
+        "labels the model reproduces. Prob. loyalty: mean of 1 - sqrt(JSD(teacher || model)) "
+        "over the validation set. Flips: share of answers that change between correct and "
+        "incorrect relative to the teacher. Speed-up: teacher latency / model latency on CPU, "
+        "measured in the same run. After-attack acc, Queries (mean model queries per attacked "
+        "example) and Success rate come from the attack. Percentages; mean ± sample std over "
+        "seeds where several ran.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(results: Mapping[str, Any], output_dir: str | Path) -> list[Path]:
+    """Write ``results.md`` and the PNG plots into ``output_dir``; return their paths."""
+    from loyalkit.study.plots import write_plots
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(
+        summarize(results.get("runs", [])), _teacher_stats(results.get("teacher")), output_dir
+    )
+    text = results_markdown(results)
+    text += "\n" + "\n".join(f"![{plot.title}]({plot.path.name})" for plot in plots) + "\n"
+    markdown = output_dir / "results.md"
+    markdown.write_text(text, encoding="utf-8")
+    return [markdown] + [plot.path for plot in plots]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _numeric_fields(run: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
+    for key in RUN_METRICS:
+        if _is_number(run.get(key)):
+            yield key, float(run[key])
+    attack = run.get("attack")
+    if isinstance(attack, Mapping):
+        for key, value in attack.items():
+            if _is_number(value):
+                yield key, float(value)
+    adversarial = run.get("adversarial_loyalty")
+    if isinstance(adversarial, Mapping):
+        for key, value in adversarial.items():
+            if _is_number(value):
+                yield (
+                    (key if key.startswith("adversarial_") else f"adversarial_{key}"),
+                    float(value),
+                )
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and not (isinstance(value, float) and math.isnan(value))
+    )
+
+
+def _sample_std(series: Sequence[float]) -> float:
+    return statistics.stdev(series) if len(series) >= 2 else 0.0
+
+
+def _teacher_stats(teacher: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The teacher as a one-seed summary entry: loyalty 1 and speed-up 1 by construction."""
+    if not teacher:
+        return {}
+    stats: dict[str, Any] = {
+        key: {"mean": float(teacher[key]), "std": 0.0}
+        for key in RUN_METRICS
+        if _is_number(teacher.get(key))
+    }
+    for key, value in (
+        ("speedup", 1.0),
+        ("label_loyalty", 1.0),
+        ("probability_loyalty", 1.0),
+        ("flips", 0.0),
+    ):
+        stats.setdefault(key, {"mean": value, "std": 0.0})
+    attack = teacher.get("attack")
+    if isinstance(attack, Mapping):
+        for key, value in attack.items():
+            if _is_number(value):
+                stats[key] = {"mean": float(value), "std": 0.0}
+    return stats
+
+
+def _find_key(tree: Any, key: str) -> Any:
+    """The first value stored under ``key`` anywhere in a nested dict/list (depth first)."""
+    if isinstance(tree, Mapping):
+        if key in tree and tree[key] is not None:
+            return tree[key]
+        children: Any = tree.values()
+    elif isinstance(tree, (list, tuple)):
+        children = tree
+    else:
+        return None
+    for child in children:
+        found = _find_key(child, key)
+        if found is not None:
+            return found
+    return None
+
+
+def _context_line(results: Mapping[str, Any]) -> str:
+    task = results.get("task") or {}
+    teacher = results.get("teacher") or {}
+    runs = results.get("runs", [])
+    parts = [f"Task: {task.get('name', MISSING)}"]
+    if task.get("validation_size") is not None:
+        parts.append(f"validation size: {task['validation_size']}")
+    attack = teacher.get("attack") if isinstance(teacher.get("attack"), Mapping) else None
+    attacked = (attack or {}).get("num_attacked")
+    if attacked is None:
+        attacked = _find_key(results.get("config"), "num_examples")
+    parts.append(f"attacked examples: {attacked if attacked is not None else MISSING}")
+    recipe = _find_key(results.get("config"), "recipe")
+    parts.append(f"attack recipe: {recipe if recipe is not None else MISSING}")
+    seeds = sorted({run["seed"] for run in runs if run.get("seed") is not None})
+    parts.append("seeds: " + (", ".join(map(str, seeds)) if seeds else MISSING))
+    return "; ".join(parts) + "."
