@@ -1,4 +1,63 @@
 """Robustness of classifiers under adversarial attack, on TextAttack (``pip install loyalkit[attack]``).
 
 Importing this package does not import TextAttack; it is imported when an attack is built.
+``textattack_setup`` prepares the offline resources and imports TextAttack without downloads;
+``recipes`` builds the attacks (TextFooler-offline, PWWS-offline, DeepWordBug, TextAttack's own);
+``attack_runner`` runs them on a model and a dataset; ``adversarial_loyalty`` feeds the adversarial
+examples crafted on one model to another. Names below are re-exported lazily.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from loyalkit.lazy_exports import lazy_exports
+
+# name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "AttackConfig": "loyalkit.robustness.attack_runner",
+    "AttackReport": "loyalkit.robustness.attack_runner",
+    "DynamicPaddingModelWrapper": "loyalkit.robustness.model_wrapper",
+    "MissingResourceError": "loyalkit.robustness.textattack_setup",
+    "OfflineResources": "loyalkit.robustness.textattack_setup",
+    "RECIPE_NAMES": "loyalkit.robustness.recipes",
+    "adversarial_loyalty": "loyalkit.robustness.adversarial_loyalty",
+    "attack_model": "loyalkit.robustness.attack_runner",
+    "build_attack": "loyalkit.robustness.recipes",
+    "import_textattack": "loyalkit.robustness.textattack_setup",
+    "prepare_nltk_data": "loyalkit.robustness.textattack_setup",
+    "prepare_textattack_cache": "loyalkit.robustness.textattack_setup",
+    "wrap_model": "loyalkit.robustness.model_wrapper",
+}
+
+__all__ = [
+    "RECIPE_NAMES",
+    "AttackConfig",
+    "AttackReport",
+    "DynamicPaddingModelWrapper",
+    "MissingResourceError",
+    "OfflineResources",
+    "adversarial_loyalty",
+    "attack_model",
+    "build_attack",
+    "import_textattack",
+    "prepare_nltk_data",
+    "prepare_textattack_cache",
+    "wrap_model",
+]
+
+if TYPE_CHECKING:
+    from loyalkit.robustness.adversarial_loyalty import adversarial_loyalty
+    from loyalkit.robustness.attack_runner import AttackConfig, AttackReport, attack_model
+    from loyalkit.robustness.model_wrapper import DynamicPaddingModelWrapper, wrap_model
+    from loyalkit.robustness.recipes import RECIPE_NAMES, build_attack
+    from loyalkit.robustness.textattack_setup import (
+        MissingResourceError,
+        OfflineResources,
+        import_textattack,
+        prepare_nltk_data,
+        prepare_textattack_cache,
+    )
+
+
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -1,0 +1,104 @@
+"""``loyalkit attack prepare-data``: the local files TextAttack and the offline recipes read."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from loyalkit.robustness.textattack_setup import (
+    DEBIAN_WORDNET_DIR,
+    OfflineResources,
+    prepare_nltk_data,
+    prepare_textattack_cache,
+)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``attack`` with its ``prepare-data`` action."""
+    parser = subparsers.add_parser(
+        "attack",
+        help="prepare the offline resources of the adversarial attacks (TextAttack)",
+        description='The attacks run on TextAttack (pip install "loyalkit[attack]" '
+        '"transformers<5"). `prepare-data` writes what they read instead of downloading.',
+    )
+    actions = parser.add_subparsers(dest="attack_command", metavar="ACTION", required=True)
+    default = OfflineResources.default()
+    prepare = actions.add_parser(
+        "prepare-data",
+        help="write an NLTK data folder (stop words, WordNet) and TextAttack's cache marker",
+        description="Write an NLTK data folder: scikit-learn's English stop words as "
+        "corpora/stopwords/english (TextAttack's import needs a stop-word list) and WordNet 3.0 "
+        "from Debian's wordnet-base as corpora/wordnet (PWWS and TextFooler-offline); and create "
+        "TextAttack's cache folder with the marker file that stops its start-up downloads. "
+        "Nothing is downloaded unless --online is given.",
+    )
+    prepare.add_argument(
+        "--target",
+        type=Path,
+        default=default.nltk_data,
+        metavar="DIR",
+        help=f"NLTK data folder to write (default: {default.nltk_data})",
+    )
+    prepare.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=default.cache_dir,
+        metavar="DIR",
+        help=f"TextAttack's cache folder, its TA_CACHE_DIR (default: {default.cache_dir})",
+    )
+    wordnet = prepare.add_mutually_exclusive_group()
+    wordnet.add_argument(
+        "--wordnet-dir",
+        type=Path,
+        default=DEBIAN_WORDNET_DIR,
+        metavar="DIR",
+        help=f"WordNet 3.0 database folder (default: {DEBIAN_WORDNET_DIR}, from "
+        "`apt-get install wordnet-base`)",
+    )
+    wordnet.add_argument(
+        "--no-wordnet",
+        action="store_true",
+        help="stop words only (enough for DeepWordBug)",
+    )
+    prepare.add_argument(
+        "--lexnames",
+        type=Path,
+        metavar="FILE",
+        help="WordNet's lexnames table, needed by NLTK and missing from Debian's package "
+        "(e.g. ../shared/data/wordnet/lexnames)",
+    )
+    prepare.add_argument(
+        "--online",
+        action="store_true",
+        help="download NLTK's own stopwords, wordnet and omw-1.4 with nltk.download instead",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``loyalkit attack prepare-data``."""
+    target = prepare_nltk_data(
+        args.target,
+        wordnet_dir=None if args.no_wordnet else args.wordnet_dir,
+        lexnames=args.lexnames,
+        online=args.online,
+    )
+    marker = prepare_textattack_cache(args.cache_dir)
+    has_wordnet = (target / "corpora" / "wordnet").is_dir()
+    print(f"NLTK data:        {target.resolve()}")
+    print(f"  stop words:     {target.resolve() / 'corpora' / 'stopwords'}")
+    print(f"  WordNet:        {target.resolve() / 'corpora' / 'wordnet' if has_wordnet else 'no'}")
+    print(f"TextAttack cache: {marker.parent.resolve()} (marker {marker.name})")
+    print("Use them from Python:")
+    print("  from loyalkit.robustness import OfflineResources, build_attack")
+    print(
+        f"  resources = OfflineResources(nltk_data={str(target.resolve())!r}, "
+        f"cache_dir={str(marker.parent.resolve())!r})"
+    )
+    print('  attack = build_attack("deepwordbug", model_wrapper, resources)')
+    print(
+        "TextFooler-offline also needs synonyms: OfflineResources(..., "
+        "synonyms='counterfitted_neighbors.json')"
+    )
+    return 0
