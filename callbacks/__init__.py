@@ -12,6 +12,7 @@ from loyalkit.lazy_exports import lazy_exports
 
 # name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    "AttackCallback": "loyalkit.callbacks.attack",
     "DistillationCallback": "loyalkit.callbacks.distillation",
     "HeadPruningCallback": "loyalkit.callbacks.head_pruning",
     "HeadPruningConfig": "loyalkit.callbacks.head_pruning",
@@ -23,6 +24,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "AttackCallback",
     "DistillationCallback",
     "HeadPruningCallback",
     "HeadPruningConfig",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from loyalkit.callbacks.attack import AttackCallback
     from loyalkit.callbacks.distillation import DistillationCallback
     from loyalkit.callbacks.head_pruning import (
         HeadPruningCallback,

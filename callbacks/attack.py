@@ -1,0 +1,315 @@
+"""Robustness under adversarial attack at every evaluation of a plain ``transformers.Trainer``.
+
+``AttackCallback(recipe="textfooler-offline", num_examples=100, seed=0).attach(trainer)`` attacks a
+fixed, seeded sample of the evaluation set with the current model after each evaluation and adds
+:func:`~loyalkit.robustness.attack_runner.attack_model`'s summary to the evaluation's metrics under
+its prefix: ``eval_attack_original_accuracy``, ``eval_attack_after_attack_accuracy``,
+``eval_attack_attack_success_rate``, ``eval_attack_mean_queries``,
+``eval_attack_mean_words_perturbed`` and the counts ``eval_attack_num_succeeded`` / ``_failed`` /
+``_skipped`` / ``_errors`` / ``_attacked`` / ``_requested``. They are part of what ``evaluate()``
+returns and of what ``metric_for_best_model`` sees (e.g.
+``metric_for_best_model="attack_after_attack_accuracy"``), and are logged with ``trainer.log``
+(``state.log_history``, reporting integrations), hence ``attach``.
+
+The attack reads the raw text columns (``text_columns``) and the gold labels of
+``trainer.eval_dataset`` (the Trainer drops unused columns only inside its dataloader; with a
+dict of evaluation sets, the one being evaluated), or of the ``dataset`` given here; a set passed
+to ``evaluate(eval_dataset=...)`` reaches callbacks without its text columns, so that evaluation
+still attacks ``trainer.eval_dataset`` (or ``dataset``). The numbers are those of ``attack_model``
+on the same model and configuration, and the same rows are attacked at every evaluation.
+
+Reliability: an example whose attack raises is counted in ``num_errors``; any other failure of the
+attack is logged (``logging``) and reported as NaN values (``metric_for_best_model``, if it is
+one of them, gets the worst value instead, so a later evaluation can still win), and training goes
+on. Under ``torchrun`` / ``accelerate launch`` the main process attacks and broadcasts the numbers
+(``torch.distributed.broadcast_object_list``): every process reports the same values. The others
+wait meanwhile, so an attack must end within the process group's timeout (``ddp_timeout``; use
+``time_budget_s``). Models sharded across processes (FSDP, ZeRO-3) are not supported.
+
+Example:
+    >>> from loyalkit.callbacks import AttackCallback
+    >>> # trainer = Trainer(model=student, args=args, train_dataset=train, eval_dataset=dev)
+    >>> # AttackCallback("deepwordbug", num_examples=50, seed=0).attach(trainer)
+    >>> # trainer.train(); trainer.evaluate()["eval_attack_after_attack_accuracy"]
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from loyalkit.robustness.attack_runner import (
+    SUMMARY_KEYS,
+    AttackConfig,
+    AttackReport,
+    build_model_attack,
+    run_attack,
+    sample_rows,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from loyalkit.robustness.textattack_setup import OfflineResources
+
+__all__ = ["AttackCallback"]
+
+logger = logging.getLogger(__name__)
+
+_INSTALL_HINT = 'pip install "loyalkit[attack]" "transformers<5"'
+
+
+def _require_textattack() -> None:
+    if importlib.util.find_spec("textattack") is None:
+        raise ImportError(
+            "AttackCallback needs TextAttack, which is not installed: " + _INSTALL_HINT
+        )
+
+
+class AttackCallback(TrainerCallback):
+    """Adversarial robustness of the model at every evaluation (see the module docstring).
+
+    Args:
+        recipe: the attack (``loyalkit.robustness.recipes``), e.g. ``"textfooler-offline"``.
+        num_examples: rows sampled from the evaluation set (``numpy.random.default_rng(seed)``).
+        seed: seeds the sample and the attack's random draws: the same rows at every evaluation.
+        query_budget: the most model queries per example.
+        time_budget_s: the most seconds per evaluation's attack.
+        dataset: rows to attack instead of the Trainer's evaluation set.
+        tokenizer: the model's tokenizer (default: the Trainer's ``processing_class``).
+        text_columns: the raw text column(s): one, or two for sentence pairs.
+        label_column: the gold label column (default: ``"label"``, else ``"labels"``).
+        batch_size: the most queries per forward pass.
+        resources: TextAttack's offline data (``loyalkit.robustness.textattack_setup``).
+        prefix: put before each summary key (after the evaluation's own prefix).
+        examples_dir: if set, the main process saves each evaluation's examples there as
+            ``<metric prefix>-step-<global step>.json``.
+    """
+
+    def __init__(
+        self,
+        recipe: str = "textfooler-offline",
+        num_examples: int = 100,
+        seed: int = 0,
+        query_budget: int | None = None,
+        time_budget_s: float | None = None,
+        *,
+        dataset: Any = None,
+        tokenizer: Any = None,
+        text_columns: Sequence[str] = ("sentence",),
+        label_column: str | None = None,
+        batch_size: int = 32,
+        resources: OfflineResources | None = None,
+        prefix: str = "attack_",
+        examples_dir: str | Path | None = None,
+    ) -> None:
+        _require_textattack()
+        self.config = AttackConfig(
+            recipe=recipe,
+            num_examples=num_examples,
+            seed=seed,
+            query_budget=query_budget,
+            time_budget_s=time_budget_s,
+            batch_size=batch_size,
+            resources=resources,
+        )
+        if isinstance(text_columns, str) or not 1 <= len(text_columns) <= 2:
+            raise ValueError(
+                f"`text_columns` must name 1 column or 2 (sentence pairs), got {text_columns!r}"
+            )
+        if label_column is not None and not isinstance(label_column, str):
+            raise TypeError(f"`label_column` must be a column name, got {label_column!r}")
+        if not isinstance(prefix, str):
+            raise TypeError(f"`prefix` must be a string, got {prefix!r}")
+        self.dataset = dataset
+        self.tokenizer = tokenizer
+        self.text_columns = tuple(text_columns)
+        self.label_column = label_column
+        self.prefix = prefix
+        self.examples_dir = Path(examples_dir) if examples_dir is not None else None
+        self.last_report: AttackReport | None = None
+        self.failures: list[str] = []
+        self._trainer: Trainer | None = None
+        self._attack: Any = None
+        self._attacked_model: nn.Module | None = None
+
+    def attach(self, trainer: Trainer) -> AttackCallback:
+        """Register with ``trainer`` (whose ``log`` records the values); returns the callback."""
+        if not isinstance(trainer, Trainer):
+            raise TypeError(
+                f"`trainer` must be a transformers.Trainer, got {type(trainer).__name__}"
+            )
+        if self._trainer is not None:
+            raise ValueError("this AttackCallback is already attached to a Trainer")
+        if self.tokenizer is None and self._trainer_tokenizer(trainer) is None:
+            raise ValueError(
+                "AttackCallback needs the model's tokenizer: pass `tokenizer=` or give the "
+                "Trainer a `processing_class`"
+            )
+        if self.dataset is None and trainer.eval_dataset is None:
+            raise ValueError(
+                "AttackCallback needs raw texts to attack: give the Trainer an `eval_dataset` "
+                "with the text columns, or pass `dataset=`"
+            )
+        for dataset in self._candidate_datasets(trainer):
+            self._check_columns(dataset)
+        self._trainer = trainer
+        trainer.add_callback(self)
+        return self
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._require_attached()
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        trainer = self._require_attached()
+        if metrics is None:
+            return
+        metric_prefix = _metric_prefix(metrics)
+        values: dict[str, float] | None = None
+        if args.process_index == 0:
+            values = self._attack_on_main(trainer, metric_prefix, state.global_step)
+        values = _broadcast(values)
+        assert values is not None
+        metrics.update(values)
+        trainer.log(dict(values))
+
+    def _attack_on_main(self, trainer: Trainer, metric_prefix: str, step: int) -> dict[str, float]:
+        keys = [f"{metric_prefix}_{self.prefix}{key}" for key in SUMMARY_KEYS]
+        try:
+            report = self._run(trainer, metric_prefix)
+        except Exception as error:  # the attack must never end the training run
+            logger.exception("AttackCallback: the attack at step %d failed", step)
+            self.failures.append(f"step {step}: {type(error).__name__}: {error}")
+            return self._failure_values(trainer.args, keys)
+        self.last_report = report
+        if self.examples_dir is not None:
+            try:
+                report.save(self.examples_dir / f"{metric_prefix}-step-{step}.json")
+            except OSError:
+                logger.exception("AttackCallback: could not save the adversarial examples")
+        return {f"{metric_prefix}_{k}": v for k, v in report.to_metrics(self.prefix).items()}
+
+    def _run(self, trainer: Trainer, metric_prefix: str) -> AttackReport:
+        model = trainer.model
+        if model is None:
+            raise ValueError("the Trainer has no model to attack")
+        dataset = self._dataset_for(trainer, metric_prefix)
+        label_column = self.label_column or _default_label_column(dataset)
+        rows = sample_rows(
+            dataset, self.config.num_examples, self.config.seed, self.text_columns, label_column
+        )
+        if self._attack is None or self._attacked_model is not model:
+            tokenizer = self.tokenizer or self._trainer_tokenizer(trainer)
+            self._attack = build_model_attack(model, tokenizer, self.config)
+            self._attacked_model = model
+        else:
+            # The weights changed since the last evaluation: forget the cached model outputs
+            # (the transformation and constraint caches depend on the texts only).
+            self._attack.goal_function.clear_cache()
+        return run_attack(self._attack, rows, self.config, self.text_columns)
+
+    def _failure_values(self, args: TrainingArguments, keys: list[str]) -> dict[str, float]:
+        values = {key: math.nan for key in keys}
+        best = args.metric_for_best_model
+        if best is not None:
+            best = best if best.startswith("eval_") else f"eval_{best}"
+            if best in values:
+                values[best] = -math.inf if args.greater_is_better else math.inf
+        return values
+
+    def _dataset_for(self, trainer: Trainer, metric_prefix: str) -> Any:
+        if self.dataset is not None:
+            return self.dataset
+        dataset = trainer.eval_dataset
+        if isinstance(dataset, dict):
+            name = metric_prefix.removeprefix("eval_")
+            if name not in dataset:
+                raise ValueError(
+                    f"no evaluation set named {name!r} among {sorted(dataset)} to attack"
+                )
+            dataset = dataset[name]
+        return dataset
+
+    def _candidate_datasets(self, trainer: Trainer) -> list[Any]:
+        if self.dataset is not None:
+            return [self.dataset]
+        if isinstance(trainer.eval_dataset, dict):
+            return list(trainer.eval_dataset.values())
+        return [trainer.eval_dataset]
+
+    def _check_columns(self, dataset: Any) -> None:
+        names = getattr(dataset, "column_names", None)
+        if not isinstance(names, list):
+            return  # a plain sequence of dicts: checked row by row when sampled
+        missing = [c for c in self.text_columns if c not in names]
+        if missing:
+            raise ValueError(
+                f"the dataset to attack has no raw text column(s) {missing} (it has {names}): "
+                "keep the text columns in the evaluation set or pass `text_columns=`"
+            )
+        if self.label_column is not None and self.label_column not in names:
+            raise ValueError(f"the dataset to attack has no label column {self.label_column!r}")
+        if self.label_column is None:
+            _default_label_column(dataset)
+
+    def _require_attached(self) -> Trainer:
+        if self._trainer is None:
+            raise ValueError(
+                "AttackCallback must be registered with `AttackCallback(...).attach(trainer)` "
+                "(it logs through the trainer), not through `callbacks=[...]`"
+            )
+        return self._trainer
+
+    @staticmethod
+    def _trainer_tokenizer(trainer: Trainer) -> Any:
+        return getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
+
+
+def _metric_prefix(metrics: dict[str, float]) -> str:
+    """The evaluation's key prefix (``eval``, or ``eval_<name>`` for a dict of sets)."""
+    for key in metrics:
+        if key.endswith("_runtime"):
+            return key[: -len("_runtime")]
+    return "eval"
+
+
+def _default_label_column(dataset: Any) -> str:
+    names = getattr(dataset, "column_names", None)
+    if not isinstance(names, list):
+        try:
+            names = list(dataset[0])
+        except (IndexError, KeyError, TypeError):
+            names = []
+    for name in ("label", "labels"):
+        if name in names:
+            return name
+    raise ValueError(
+        f"the dataset to attack has no `label` or `labels` column (it has {names}): pass "
+        "`label_column=`"
+    )
+
+
+def _broadcast(values: dict[str, float] | None) -> dict[str, float] | None:
+    """The main process's ``values`` on every process (unchanged when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return values
+    box = [values]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

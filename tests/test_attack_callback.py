@@ -1,0 +1,268 @@
+"""AttackCallback in real Trainer runs on tiny BERTs; its numbers against attack_model."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from attack_distributed_worker import make_classifier, offline_resources, raw_dataset
+from torch import nn
+from transformers import AutoTokenizer, BertForSequenceClassification, Trainer, TrainingArguments
+
+from loyalkit.robustness.attack_runner import SUMMARY_KEYS, AttackConfig, attack_model
+
+attack = pytest.mark.attack
+NUM_EXAMPLES = 12
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    folder = make_classifier(tmp_path_factory.mktemp("classifier"), steps=10)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return {
+        "folder": folder,
+        "tokenizer": tokenizer,
+        "resources": offline_resources(tmp_path_factory.mktemp("resources")),
+        "train": raw_dataset(48, 0, tokenizer),
+        "eval": raw_dataset(30, 1, tokenizer),
+    }
+
+
+def args(output_dir: Path, **overrides: Any) -> TrainingArguments:
+    settings: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=8,
+        learning_rate=1e-3,
+        lr_scheduler_type="constant",
+        eval_strategy="steps",
+        eval_steps=1,
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    settings.update(overrides)
+    return TrainingArguments(**settings)
+
+
+def trainer_for(setup: dict[str, Any], training: TrainingArguments, model: Any = None) -> Trainer:
+    if model is None:
+        model = BertForSequenceClassification.from_pretrained(setup["folder"])
+    return Trainer(
+        model=model,
+        args=training,
+        train_dataset=setup["train"],
+        eval_dataset=setup["eval"],
+        processing_class=setup["tokenizer"],
+    )
+
+
+def callback(setup: dict[str, Any], **overrides: Any) -> Any:
+    from loyalkit.callbacks import AttackCallback
+
+    settings: dict[str, Any] = dict(
+        recipe="deepwordbug", num_examples=NUM_EXAMPLES, seed=0, resources=setup["resources"]
+    )
+    settings.update(overrides)
+    return AttackCallback(**settings)
+
+
+def expected_summary(setup: dict[str, Any], model: nn.Module, **overrides: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = dict(
+        recipe="deepwordbug", num_examples=NUM_EXAMPLES, seed=0, resources=setup["resources"]
+    )
+    settings.update(overrides)
+    report = attack_model(model, setup["tokenizer"], setup["eval"], AttackConfig(**settings))
+    return report.summary
+
+
+@attack
+def test_values_reach_evaluate_and_the_logs(setup: dict[str, Any], tmp_path: Path) -> None:
+    trainer = trainer_for(setup, args(tmp_path))
+    attack_callback = callback(setup).attach(trainer)
+    trainer.train()
+    metrics = trainer.evaluate()
+    summary = expected_summary(setup, trainer.model)
+    assert summary["num_succeeded"] > 0 and summary["num_failed"] > 0  # not degenerate
+    for key in SUMMARY_KEYS:
+        assert metrics[f"eval_attack_{key}"] == summary[key], key
+    logged = [log for log in trainer.state.log_history if "eval_attack_num_attacked" in log]
+    assert [log["step"] for log in logged] == [1, 2, 2]
+    assert {k: logged[-1][f"eval_attack_{k}"] for k in SUMMARY_KEYS} == summary
+    assert attack_callback.last_report is not None and attack_callback.failures == []
+
+
+@attack
+def test_repeated_evaluations_reuse_the_attack_and_agree(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    trainer = trainer_for(setup, args(tmp_path))
+    attack_callback = callback(setup, examples_dir=tmp_path / "examples").attach(trainer)
+    first = trainer.evaluate()
+    built = attack_callback._attack
+    second = trainer.evaluate()
+    assert attack_callback._attack is built  # built once, caches of model outputs cleared
+    keys = [f"eval_attack_{k}" for k in SUMMARY_KEYS]
+    assert [first[k] for k in keys] == [second[k] for k in keys]
+    saved = json.loads((tmp_path / "examples" / "eval-step-0.json").read_text())
+    assert saved["summary"]["num_attacked"] == first["eval_attack_num_attacked"]
+
+
+@attack
+def test_a_dict_of_eval_sets_attacks_the_one_evaluated(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    trainer = trainer_for(setup, args(tmp_path))
+    other = raw_dataset(30, 7, setup["tokenizer"])
+    trainer.eval_dataset = {"dev": setup["eval"], "other": other}
+    callback(setup).attach(trainer)
+    dev = trainer.evaluate(eval_dataset=setup["eval"], metric_key_prefix="eval_dev")
+    metrics = trainer.evaluate(eval_dataset=other, metric_key_prefix="eval_other")
+    assert {k: dev[f"eval_dev_attack_{k}"] for k in SUMMARY_KEYS} == expected_summary(
+        setup, trainer.model
+    )
+    report = attack_model(
+        trainer.model,
+        setup["tokenizer"],
+        other,
+        AttackConfig(recipe="deepwordbug", num_examples=NUM_EXAMPLES, resources=setup["resources"]),
+    )
+    assert {k: metrics[f"eval_other_attack_{k}"] for k in SUMMARY_KEYS} == report.summary
+
+
+@attack
+def test_best_model_by_after_attack_accuracy(setup: dict[str, Any], tmp_path: Path) -> None:
+    training = args(
+        tmp_path,
+        max_steps=5,
+        learning_rate=3e-3,
+        save_strategy="steps",
+        save_steps=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="attack_after_attack_accuracy",
+        greater_is_better=True,
+    )
+    trainer = trainer_for(setup, training)  # the classifier, still learning
+    callback(setup).attach(trainer)
+    trainer.train()
+    history = [log for log in trainer.state.log_history if "eval_attack_num_attacked" in log]
+    values = [log["eval_attack_after_attack_accuracy"] for log in history]
+    assert len(set(values)) > 1  # the checkpoints can be told apart
+    best_step = history[int(np.argmax(values))]["step"]  # the first maximum wins
+    assert trainer.state.best_metric == pytest.approx(max(values))
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
+    assert trainer.evaluate()["eval_attack_after_attack_accuracy"] == pytest.approx(max(values))
+
+
+class RaisesOnWord(nn.Module):
+    """A classifier that raises for any batch holding one token (one example's attack fails)."""
+
+    def __init__(self, model: nn.Module, token_id: int) -> None:
+        super().__init__()
+        self.model, self.token_id = model, token_id
+        self.config = model.config
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Any:
+        if not self.training and (input_ids == self.token_id).any():
+            raise RuntimeError("poisoned input")
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            labels=labels,
+        )
+
+
+@attack
+def test_training_survives_failing_attacks(setup: dict[str, Any], tmp_path: Path) -> None:
+    # One example's attack raises: an error, the others counted.
+    base = BertForSequenceClassification.from_pretrained(setup["folder"])
+    model = RaisesOnWord(base, setup["tokenizer"].convert_tokens_to_ids("the"))
+    trainer = trainer_for(setup, args(tmp_path / "one", eval_strategy="no"), model)
+    # The Trainer evaluates rows free of the poisoned word; only the attacked rows hold it.
+    clean_rows = setup["eval"].filter(lambda row: "the" not in row["sentence"].split())
+    trainer.eval_dataset = clean_rows
+    poisoned = [dict(row) for row in setup["eval"]]
+    callback(setup, dataset=poisoned).attach(trainer)
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert 0 < metrics["eval_attack_num_errors"] < NUM_EXAMPLES
+    assert metrics["eval_attack_num_attacked"] + metrics["eval_attack_num_errors"] == NUM_EXAMPLES
+
+    # The whole attack fails (an unknown recipe): logged, NaN values, the best-model metric gets
+    # its worst value, and training with best-model selection runs to the end.
+    training = args(
+        tmp_path / "all",
+        save_strategy="steps",
+        save_steps=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="attack_after_attack_accuracy",
+        greater_is_better=False,
+    )
+    trainer = trainer_for(setup, training)
+    broken = callback(setup, recipe="no-such-recipe").attach(trainer)
+    trainer.train()
+    assert trainer.state.global_step == 2 and len(broken.failures) == 2
+    logged = [log for log in trainer.state.log_history if "eval_attack_num_attacked" in log]
+    assert len(logged) == 2
+    assert all(math.isnan(log["eval_attack_attack_success_rate"]) for log in logged)
+    assert all(log["eval_attack_after_attack_accuracy"] == math.inf for log in logged)
+
+
+@attack
+def test_misuse_is_refused(setup: dict[str, Any], tmp_path: Path) -> None:
+    trainer = trainer_for(setup, args(tmp_path))
+    with pytest.raises(TypeError, match="`trainer`"):
+        callback(setup).attach("trainer")
+    with pytest.raises(ValueError, match="raw text column"):
+        callback(setup, text_columns=("premise",)).attach(trainer)
+    with pytest.raises(ValueError, match="`num_examples`"):
+        callback(setup, num_examples=0)
+    attached = callback(setup).attach(trainer)
+    with pytest.raises(ValueError, match="already attached"):
+        attached.attach(trainer)
+    unattached = trainer_for(setup, args(tmp_path))
+    unattached.add_callback(callback(setup))
+    with pytest.raises(ValueError, match="attach"):
+        unattached.train()
+
+
+def test_without_textattack_a_clear_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs in the main environment (no TextAttack); there and in the compat environment the
+    package is hidden the way a missing one is (``find_spec`` returns None)."""
+    import loyalkit.callbacks
+
+    probe = "import sys, loyalkit.callbacks; loyalkit.callbacks.AttackCallback; print(sorted(m for m in sys.modules if m.startswith('textattack')))"
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert (
+        imported.strip().splitlines()[-1] == "[]"
+    )  # importing the callbacks imports no TextAttack
+    monkeypatch.setitem(sys.modules, "textattack", None)
+    with pytest.raises(ImportError, match=r'pip install "loyalkit\[attack\]"'):
+        loyalkit.callbacks.AttackCallback("deepwordbug")
