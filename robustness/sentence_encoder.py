@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -51,15 +52,26 @@ class MeanPooledEncoder:
         path: a local folder that ``AutoModel``/``AutoTokenizer`` load (default: MiniLM-L6).
         batch_size: sentences per forward pass.
         max_length: tokens kept per sentence.
+        cache_size: vectors of this many distinct sentences are kept (least recently used out).
+
+    Why a cache: TextFooler's constraint encodes, for every candidate, the window of the text
+    before the swap beside the candidate's window; all candidates for one word share that window,
+    and later search steps meet the same windows again. Each distinct sentence is encoded once.
     """
 
     def __init__(
-        self, path: str | Path | None = None, batch_size: int = 32, max_length: int = 128
+        self,
+        path: str | Path | None = None,
+        batch_size: int = 32,
+        max_length: int = 128,
+        cache_size: int = 4096,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size!r}")
         folder = Path(path) if path is not None else default_encoder_path()
         if not (folder / "config.json").is_file():
             raise MissingResourceError(
@@ -70,18 +82,39 @@ class MeanPooledEncoder:
         self.path = folder
         self.batch_size = batch_size
         self.max_length = max_length
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModel.from_pretrained(folder).eval()
 
-    @torch.no_grad()
+    def clear_cache(self) -> None:
+        """Forget every cached vector."""
+        self._cache.clear()
+
     def encode(self, sentences: Sequence[str]) -> torch.Tensor:
         """A ``(len(sentences), hidden)`` float tensor of unit vectors."""
         if isinstance(sentences, str):
             raise TypeError("sentences must be a sequence of strings, not one string")
-        chunks = []
+        missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
+        fresh = dict(zip(missing, self._encode_batches(missing), strict=True))
+        vectors = [fresh[s] if s in fresh else self._cache[s] for s in sentences]
+        for sentence in sentences:
+            if sentence in self._cache:
+                self._cache.move_to_end(sentence)
+        for sentence, vector in fresh.items():
+            self._cache[sentence] = vector
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        if not vectors:
+            return torch.empty(0, self.model.config.hidden_size)
+        return torch.stack(vectors)
+
+    @torch.inference_mode()
+    def _encode_batches(self, sentences: list[str]) -> list[torch.Tensor]:
+        vectors: list[torch.Tensor] = []
         for start in range(0, len(sentences), self.batch_size):
             batch = self.tokenizer(
-                list(sentences[start : start + self.batch_size]),
+                sentences[start : start + self.batch_size],
                 padding=True,
                 truncation=True,
                 max_length=self.max_length,
@@ -90,10 +123,9 @@ class MeanPooledEncoder:
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            chunks.append(torch.nn.functional.normalize(pooled, dim=-1))
-        if not chunks:
-            return torch.empty(0, self.model.config.hidden_size)
-        return torch.cat(chunks)
+            # Copies, so a cached vector does not keep its whole batch alive.
+            vectors.extend(row.clone() for row in torch.nn.functional.normalize(pooled, dim=-1))
+        return vectors
 
 
 def sentence_encoder_constraint(
@@ -137,6 +169,10 @@ def _constraint_class() -> type:
 
         def encode(self, sentences: Sequence[str]) -> torch.Tensor:
             return self.encoder.encode(sentences)
+
+        def clear_cache(self) -> None:
+            # TextAttack's Attack.clear_cache() reaches constraints through this name.
+            self.encoder.clear_cache()
 
         def extra_repr_keys(self) -> list[str]:
             return ["encoder_path", *super().extra_repr_keys()]

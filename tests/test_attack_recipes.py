@@ -270,6 +270,10 @@ def test_sentence_encoder_constraint_uses_the_angular_similarity(
     assert [t.text for t in kept] == [
         t.text for t, a in zip(swapped, angular, strict=True) if a >= 0.8
     ]
+    # TextAttack's Attack.clear_cache() reaches the encoder's cache through the constraint.
+    assert encoder._cache
+    constraint.clear_cache()
+    assert not encoder._cache
 
 
 def test_vector_file_source_ranks_neighbours_by_cosine(

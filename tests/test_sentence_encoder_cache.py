@@ -1,0 +1,70 @@
+"""The MiniLM sentence encoder of TextFooler-offline encodes each distinct sentence once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from loyalkit.robustness.sentence_encoder import MeanPooledEncoder
+
+WINDOWS = ["a gripping and moving film", "a gripping and touching film", "a dull film"]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> MeanPooledEncoder:
+    torch.set_num_threads(1)
+    return MeanPooledEncoder(cache_size=4)
+
+
+def _rows_encoded(encoder: MeanPooledEncoder, sentences: list[str]) -> tuple[torch.Tensor, int]:
+    seen: list[int] = []
+    handle = encoder.model.register_forward_hook(
+        lambda module, args, kwargs_or_out: seen.append(0), with_kwargs=False
+    )
+    try:
+        vectors = encoder.encode(sentences)
+    finally:
+        handle.remove()
+    return vectors, len(seen)
+
+
+def _reference(encoder: MeanPooledEncoder, sentences: list[str]) -> torch.Tensor:
+    # One sentence per forward pass, no padding: mean of the last hidden states, unit length.
+    rows = []
+    with torch.no_grad():
+        for sentence in sentences:
+            batch = encoder.tokenizer(sentence, return_tensors="pt")
+            hidden = encoder.model(**batch).last_hidden_state[0]
+            rows.append(torch.nn.functional.normalize(hidden.mean(dim=0), dim=0))
+    return torch.stack(rows)
+
+
+def test_duplicates_are_encoded_once_and_match_one_by_one_encoding(encoder: MeanPooledEncoder):
+    # What TextAttack's constraint sends: the unchanged window once per candidate, then candidates.
+    sentences = [WINDOWS[0]] * 3 + WINDOWS
+    vectors, passes = _rows_encoded(encoder, sentences)
+    assert passes == 1  # 3 distinct sentences fit one batch of 32
+    torch.testing.assert_close(vectors, _reference(encoder, sentences), atol=1e-5, rtol=0)
+
+    again, passes = _rows_encoded(encoder, WINDOWS[::-1])
+    assert passes == 0  # all cached
+    torch.testing.assert_close(again, vectors[3:].flip(0), atol=0, rtol=0)
+
+
+def test_cache_is_bounded_and_least_recently_used_goes_first(encoder: MeanPooledEncoder):
+    encoder.clear_cache()
+    encoder.encode(["one", "two", "three", "four"])
+    encoder.encode(["one"])  # "one" becomes the most recently used
+    encoder.encode(["five"])  # evicts "two"
+    assert list(encoder._cache) == ["three", "four", "one", "five"]
+    _, passes = _rows_encoded(encoder, ["two"])
+    assert passes == 1
+
+
+def test_no_cache_and_bad_sizes():
+    with pytest.raises(ValueError, match="cache_size"):
+        MeanPooledEncoder(cache_size=-1)
+    uncached = MeanPooledEncoder(cache_size=0)
+    uncached.encode(WINDOWS)
+    assert not uncached._cache
+    assert tuple(uncached.encode([]).shape) == (0, 384)
