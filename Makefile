@@ -57,8 +57,8 @@ pytest-compat: compat-venv system-deps
 
 test: lint typecheck pytest pytest-compat
 
-study: venv
-	$(BIN)/loyalkit demo --output $(STUDY_OUTPUT)
+study: compat-venv system-deps
+	$(COMPAT_BIN)/loyalkit study run --preset quick --output $(STUDY_OUTPUT)
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

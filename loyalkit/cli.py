@@ -22,7 +22,11 @@ from types import ModuleType
 import loyalkit
 
 #: Modules that each provide one ``loyalkit`` subcommand.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("loyalkit.cli_demo", "loyalkit.cli_metrics")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "loyalkit.cli_metrics",
+    "loyalkit.cli_study",
+    "loyalkit.cli_attack",
+)
 
 #: Errors that mean "the request cannot be done as asked": reported in one line, exit status 1.
 _USER_ERRORS = (ValueError, OSError, ImportError, RuntimeError)

@@ -1,0 +1,167 @@
+"""The study's attacks: the teacher's and each student's, with ``loyalkit.robustness``.
+
+Every model is attacked on the same validation rows (``attack.seed``); the teacher's report is
+saved in ``teacher/attack.json`` and reused, while the attack settings are unchanged, for the
+students' adversarial loyalty (the teacher's adversarial examples fed to each student). When
+``loyalkit attack prepare-data`` has not prepared TextAttack's default resources, a stop-word list
+and TextAttack's start-up marker are written into the study's ``attack-resources/`` folder (enough
+for DeepWordBug); the user's home is left alone.
+
+Example (``model``, ``tokenizer``: a classifier; ``task``: from ``load_task``)::
+
+    report = attack(model, tokenizer, task, config, Path("attack.json"), "teacher", progress=True)
+    report.summary["after_attack_accuracy"]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from loyalkit.study.config import StudyConfig
+from loyalkit.study.state import fingerprint, read_json, write_json
+from loyalkit.study.task_data import TaskData
+
+__all__ = ["attack", "load_report", "teacher_attack"]
+
+logger = logging.getLogger(__name__)
+
+
+def _attack_resources(config: StudyConfig) -> Any:
+    """TextAttack's offline resources: the paths the config names, over the default ones when
+    prepared (``loyalkit attack prepare-data``), else over a stop-word list and TextAttack's
+    start-up marker written into ``output/attack-resources`` (enough for DeepWordBug; the user's
+    home is left alone)."""
+    from dataclasses import replace
+
+    from loyalkit.robustness import OfflineResources, prepare_nltk_data, prepare_textattack_cache
+    from loyalkit.robustness.textattack_setup import TEXTATTACK_MARKER
+
+    settings = config.attack
+    resources = OfflineResources.default()
+    assert resources.nltk_data is not None and resources.cache_dir is not None
+    stopwords = Path("corpora") / "stopwords" / "english"
+    if not (
+        (Path(settings.nltk_data or resources.nltk_data) / stopwords).is_file()
+        and (resources.cache_dir / TEXTATTACK_MARKER).is_file()
+    ):
+        folder = Path(config.output_dir) / "attack-resources"
+        if not (folder / "nltk_data" / stopwords).is_file():
+            logger.info("attack: writing a stop-word list and TextAttack's marker into %s", folder)
+            prepare_nltk_data(folder / "nltk_data", wordnet_dir=None)
+        prepare_textattack_cache(folder / "textattack")
+        resources = OfflineResources(
+            nltk_data=folder / "nltk_data", cache_dir=folder / "textattack"
+        )
+    return replace(
+        resources,
+        nltk_data=settings.nltk_data or resources.nltk_data,
+        synonyms=settings.synonyms,
+        sentence_encoder=settings.sentence_encoder,
+    )
+
+
+def _attack_config(config: StudyConfig) -> Any:
+    from loyalkit.robustness import AttackConfig
+
+    settings = config.attack
+    return AttackConfig(
+        resources=_attack_resources(config),
+        recipe=settings.recipe,
+        num_examples=settings.num_examples,
+        seed=settings.seed,
+        query_budget=settings.query_budget,
+        time_budget_s=settings.time_budget_s,
+        batch_size=settings.batch_size,
+    )
+
+
+class _ProgressRows(list[Any]):
+    """The attacked rows; iterating them advances a progress bar."""
+
+    def __init__(self, rows: list[Any], description: str, enabled: bool) -> None:
+        super().__init__(rows)
+        self.description = description
+        self.enabled = enabled
+
+    def __iter__(self) -> Iterator[Any]:
+        from tqdm.auto import tqdm
+
+        with tqdm(
+            total=len(self), desc=self.description, unit="example", leave=False,
+            disable=not self.enabled,
+        ) as bar:  # fmt: skip
+            for row in super().__iter__():
+                yield row
+                bar.update()
+
+
+def attack(
+    model: Any,
+    tokenizer: Any,
+    task: TaskData,
+    config: StudyConfig,
+    path: Path,
+    name: str,
+    progress: bool,
+) -> Any:
+    """``loyalkit.robustness.attack_model``, step by step, with a progress bar over the rows."""
+    from loyalkit.robustness.attack_runner import build_model_attack, run_attack, sample_rows
+
+    attack_config = _attack_config(config)
+    rows = sample_rows(
+        task.validation,
+        attack_config.num_examples,
+        attack_config.seed,
+        task.text_columns,
+        task.label_column,
+    )
+    attack = build_model_attack(model, tokenizer, attack_config)
+    rows = _ProgressRows(rows, f"attack {name}", progress)
+    report = run_attack(attack, rows, attack_config, task.text_columns)
+    report.save(path)
+    return report
+
+
+def load_report(path: Path) -> Any:
+    from loyalkit.robustness import AttackReport
+
+    data = read_json(path)
+    if not isinstance(data, dict) or "summary" not in data:
+        return None
+    return AttackReport(
+        summary=data["summary"],
+        examples=data["examples"],
+        recipe=data.get("recipe", ""),
+        text_columns=tuple(data.get("text_columns", ("sentence",))),
+        seed=data.get("seed", 0),
+        stop_reason=data.get("stop_reason"),
+        elapsed_s=data.get("elapsed_s", 0.0),
+    )
+
+
+def teacher_attack(
+    config: StudyConfig,
+    teacher: Any,
+    tokenizer: Any,
+    task: TaskData,
+    folder: Path,
+    progress: bool,
+) -> Any:
+    """The teacher's attack report, cached in ``folder`` per attack settings."""
+    if not config.attack.enabled:
+        return None
+    key = fingerprint(config.to_dict()["attack"])
+    marker = read_json(folder / "attack-done.json")
+    if isinstance(marker, dict) and marker.get("fingerprint") == key:
+        report = load_report(folder / "attack.json")
+        if report is not None:
+            return report
+    logger.info(
+        "teacher: attacking %d examples with %s", config.attack.num_examples, config.attack.recipe
+    )
+    report = attack(teacher, tokenizer, task, config, folder / "attack.json", "teacher", progress)
+    write_json(folder / "attack-done.json", {"fingerprint": key})
+    return report
