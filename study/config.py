@@ -92,6 +92,12 @@ def _check_choice(path: str, value: Any, choices: tuple[str, ...]) -> None:
         raise _fail(path, f"expected one of {', '.join(choices)}, got {value!r}")
 
 
+def _check_soft_targets(path: str, temperature: Any, alpha: Any) -> None:
+    """A KD loss's mix: ``temperature`` > 0, ``alpha`` (the soft-target weight) in [0, 1]."""
+    _check_number(f"{path}.temperature", temperature, 0, open_low=True)
+    _check_number(f"{path}.alpha", alpha, 0, 1)
+
+
 # ---------------------------------------------------------------- teacher
 
 
@@ -236,8 +242,7 @@ class LogitKDSettings(_Student):
 
     def check(self, path: str) -> None:
         super().check(path)
-        _check_number(f"{path}.temperature", self.temperature, 0, open_low=True)
-        _check_number(f"{path}.alpha", self.alpha, 0, 1)
+        _check_soft_targets(path, self.temperature, self.alpha)
 
 
 @dataclass(frozen=True)
@@ -299,8 +304,7 @@ class CombinedSettings(TheseusSettings):
 
     def check(self, path: str) -> None:
         super().check(path)
-        _check_number(f"{path}.temperature", self.temperature, 0, open_low=True)
-        _check_number(f"{path}.alpha", self.alpha, 0, 1)
+        _check_soft_targets(path, self.temperature, self.alpha)
 
 
 #: Method name -> its settings class, in the order the study runs them.
@@ -712,7 +716,7 @@ def _yaml_loader() -> Any:
 def load_config(path: str | Path, base: StudyConfig | None = None) -> StudyConfig:
     """Read a YAML (``.yaml``/``.yml``) or JSON (``.json``) config file, strictly.
 
-    Relative task file paths are taken relative to the config file's folder. ``base`` is the
+    Relative task file and attack resource paths are taken relative to the config file's folder. ``base`` is the
     config the file's values override (default: the preset the file names, else ``quick``).
     """
     path = Path(path)
@@ -741,4 +745,10 @@ def load_config(path: str | Path, base: StudyConfig | None = None) -> StudyConfi
             if isinstance(task.get(key), str) and not Path(task[key]).is_absolute():
                 task[key] = str(path.parent / task[key])
         data = {**data, "task": task}
+    if isinstance(data, Mapping) and isinstance(data.get("attack"), Mapping):
+        attack = dict(data["attack"])
+        for key in ("synonyms", "nltk_data", "sentence_encoder"):
+            if isinstance(attack.get(key), str) and not Path(attack[key]).is_absolute():
+                attack[key] = str(path.parent / attack[key])
+        data = {**data, "attack": attack}
     return StudyConfig.from_dict(data, base)

@@ -95,6 +95,16 @@ def test_relative_task_files_are_relative_to_the_config_file(tmp_path: Path) -> 
     assert config.task.validation_file == tmp_path / "data" / "dev.tsv"
 
 
+def test_relative_attack_resources_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "resources" / "nltk_data").mkdir(parents=True)
+    (tmp_path / "resources" / "neighbours.json").write_text("{}", encoding="utf-8")
+    data = {"attack": {"synonyms": "resources/neighbours.json", "nltk_data": "resources/nltk_data"}}
+    config = load_config(write(tmp_path / "c.yaml", data))
+    assert config.attack.synonyms == tmp_path / "resources" / "neighbours.json"
+    assert config.attack.nltk_data == tmp_path / "resources" / "nltk_data"
+    assert config.to_dict()["attack"]["synonyms"] == str(tmp_path / "resources" / "neighbours.json")
+
+
 def test_select_restricts_methods_by_name_or_run_id() -> None:
     config = preset("quick").select(methods=["magnitude-pruning-80", "kd-kl"], seeds=[5])
     assert [run.method for run in config.runs()] == ["magnitude-pruning-80", "kd-kl"]
