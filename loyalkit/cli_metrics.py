@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from loyalkit.hub_api import add_hub_push_options
 from loyalkit.metrics.modules import METRIC_NAMES
 
 _OFFLINE_HINT = (
@@ -97,16 +98,10 @@ def _add_push(actions: Any) -> argparse.ArgumentParser:
         metavar="USER",
         help="Hub user or organisation that owns the Spaces",
     )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="validate and list the repo ids and every file with its size; no network",
-    )
-    parser.add_argument("--private", action="store_true", help="create the Spaces private")
-    parser.add_argument(
-        "--token",
-        metavar="T",
-        help="Hub token with write access (default: HF_TOKEN, or the token of `hf auth login`)",
+    add_hub_push_options(
+        parser,
+        dry_run_help="validate and list the repo ids and every file with its size; no network",
+        private_help="create the Spaces private",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(

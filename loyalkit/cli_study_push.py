@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loyalkit.hub_api import add_hub_push_options
+
 __all__ = ["add_push_parser", "run_push"]
 
 
@@ -42,16 +44,11 @@ def add_push_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--repo-id", required=True, metavar="U/N", help="Hub repository id, owner/name"
     )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="validate the card offline, write it to RESULTS_DIR/cards/, list the files; no network",
-    )
-    parser.add_argument("--private", action="store_true", help="create the repository private")
-    parser.add_argument(
-        "--token",
-        metavar="T",
-        help="Hub token with write access (default: HF_TOKEN, or the token of `hf auth login`)",
+    add_hub_push_options(
+        parser,
+        dry_run_help="validate the card offline, write it to RESULTS_DIR/cards/, list the files; "
+        "no network",
+        private_help="create the repository private",
     )
     parser.add_argument(
         "--base-model",

@@ -26,8 +26,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
+from loyalkit.hub_api import HubApi, hf_api
 from loyalkit.metric_cache import check_hub_namespace, check_metric_names
 from loyalkit.metrics.modules import METRIC_NAMES, SPACE_FILES, module_path
 
@@ -37,30 +37,6 @@ _WHEEL_PATTERN = "loyalkit-*.whl"
 
 class SpaceError(ValueError):
     """A metric Space folder is incomplete or its README front matter is invalid."""
-
-
-class SpaceHub(Protocol):
-    """The two ``huggingface_hub.HfApi`` methods a push uses (a fake one stands in for tests)."""
-
-    def create_repo(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = ...,
-        repo_type: str | None = ...,
-        exist_ok: bool = ...,
-        space_sdk: str | None = ...,
-    ) -> Any: ...
-
-    def upload_folder(
-        self,
-        *,
-        repo_id: str,
-        folder_path: str | Path,
-        commit_message: str | None = ...,
-        repo_type: str | None = ...,
-        delete_patterns: list[str] | str | None = ...,
-    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -117,7 +93,7 @@ def push_metric_spaces(
     dry_run: bool = False,
     private: bool = False,
     token: str | None = None,
-    api: SpaceHub | None = None,
+    api: HubApi | None = None,
     spaces_dir: str | os.PathLike[str] | None = None,
     project_dir: str | os.PathLike[str] | None = None,
     wheel: str | os.PathLike[str] | None = None,
@@ -154,7 +130,7 @@ def push_metric_spaces(
                 stage_space(_space_folder(name, spaces_dir), name, repo_id, built, staged[name])
             )
         if not dry_run:
-            hub = api if api is not None else _hf_api(token)
+            hub = api if api is not None else hf_api(token)
             for plan in plans:
                 hub.create_repo(
                     plan.repo_id,
@@ -319,9 +295,3 @@ def _front_matter_problems(readme: Path, folder: Path) -> list[str]:
 
 def _space_folder(name: str, spaces_dir: str | os.PathLike[str] | None) -> Path:
     return module_path(name) if spaces_dir is None else Path(spaces_dir) / name
-
-
-def _hf_api(token: str | None) -> SpaceHub:
-    from huggingface_hub import HfApi
-
-    return HfApi(token=token)

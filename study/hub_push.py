@@ -27,8 +27,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
+from loyalkit.hub_api import HubApi, hf_api
 from loyalkit.study.model_card import check_model_card
 
 if TYPE_CHECKING:
@@ -46,26 +47,8 @@ WEIGHT_FILES: tuple[str, ...] = (
 )
 
 
-class ModelHub(Protocol):
-    """The two ``huggingface_hub.HfApi`` methods a push uses (a fake one stands in for tests)."""
-
-    def create_repo(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = ...,
-        repo_type: str | None = ...,
-        exist_ok: bool = ...,
-    ) -> Any: ...
-
-    def upload_folder(
-        self,
-        *,
-        repo_id: str,
-        folder_path: str | Path,
-        commit_message: str | None = ...,
-        repo_type: str | None = ...,
-    ) -> Any: ...
+#: The ``HfApi`` methods a push uses (kept under its former name).
+ModelHub = HubApi
 
 
 @dataclass(frozen=True)
@@ -103,7 +86,7 @@ def push_model(
     card: ModelCard | str,
     *,
     dry_run: bool = False,
-    api: ModelHub | None = None,
+    api: HubApi | None = None,
     private: bool = False,
     token: str | None = None,
     expected_results: Sequence[EvalResult] | None = None,
@@ -137,7 +120,7 @@ def push_model(
     )
     if dry_run:
         return plan
-    hub = api if api is not None else _hf_api(token)
+    hub = api if api is not None else hf_api(token)
     with tempfile.TemporaryDirectory(prefix="loyalkit-model-") as tmp:
         staged = Path(tmp, "model")
         # A copy: the card replaces any README.md without touching the study's folder.
@@ -178,9 +161,3 @@ def _files(folder: Path) -> list[Path]:
         )
         and p.relative_to(folder).as_posix() != "README.md"
     )
-
-
-def _hf_api(token: str | None) -> ModelHub:
-    from huggingface_hub import HfApi
-
-    return HfApi(token=token)

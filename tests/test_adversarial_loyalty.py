@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from attack_distributed_worker import make_classifier, offline_resources, raw_dataset
+from attack_helpers import classifier_setup, raw_dataset
 from torch import nn
-from transformers import AutoTokenizer, BertForSequenceClassification
 
 from loyalkit.robustness.adversarial_loyalty import ADVERSARIAL_LOYALTY_KEYS, adversarial_loyalty
 from loyalkit.robustness.attack_runner import AttackConfig, AttackReport, attack_model
@@ -26,18 +25,12 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    folder = make_classifier(tmp_path_factory.mktemp("classifier"))
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = BertForSequenceClassification.from_pretrained(folder).eval()
+    loaded = classifier_setup(tmp_path_factory)
     config = AttackConfig(
-        recipe="deepwordbug",
-        num_examples=24,
-        seed=0,
-        resources=offline_resources(tmp_path_factory.mktemp("resources")),
+        recipe="deepwordbug", num_examples=24, seed=0, resources=loaded["resources"]
     )
-    report = attack_model(model, tokenizer, raw_dataset(60, seed=1), config)
-    return {"tokenizer": tokenizer, "model": model, "report": report}
+    data = raw_dataset(60, seed=1)
+    return {**loaded, "report": attack_model(loaded["model"], loaded["tokenizer"], data, config)}
 
 
 class Constant(nn.Module):

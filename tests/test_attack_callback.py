@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from attack_distributed_worker import make_classifier, offline_resources, raw_dataset
+from attack_helpers import classifier_setup, raw_dataset
 from torch import nn
-from transformers import AutoTokenizer, BertForSequenceClassification, Trainer, TrainingArguments
+from trainer_helpers import training_args
+from transformers import BertForSequenceClassification, Trainer, TrainingArguments
 
 from loyalkit.robustness.attack_runner import SUMMARY_KEYS, AttackConfig, attack_model
 
@@ -29,38 +30,22 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    folder = make_classifier(tmp_path_factory.mktemp("classifier"), steps=10)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    return {
-        "folder": folder,
-        "tokenizer": tokenizer,
-        "resources": offline_resources(tmp_path_factory.mktemp("resources")),
-        "train": raw_dataset(48, 0, tokenizer),
-        "eval": raw_dataset(30, 1, tokenizer),
-    }
+    loaded = classifier_setup(tmp_path_factory, steps=10)
+    tokenizer = loaded["tokenizer"]
+    return {**loaded, "train": raw_dataset(48, 0, tokenizer), "eval": raw_dataset(30, 1, tokenizer)}
 
 
 def args(output_dir: Path, **overrides: Any) -> TrainingArguments:
+    """:func:`training_args` over two steps at 1e-3, evaluating (batch 8) after each."""
     settings: dict[str, Any] = dict(
-        output_dir=str(output_dir),
         max_steps=2,
-        per_device_train_batch_size=8,
         per_device_eval_batch_size=8,
         learning_rate=1e-3,
-        lr_scheduler_type="constant",
         eval_strategy="steps",
         eval_steps=1,
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
     )
     settings.update(overrides)
-    return TrainingArguments(**settings)
+    return training_args(output_dir, **settings)
 
 
 def trainer_for(setup: dict[str, Any], training: TrainingArguments, model: Any = None) -> Trainer:
@@ -75,23 +60,24 @@ def trainer_for(setup: dict[str, Any], training: TrainingArguments, model: Any =
     )
 
 
+def attack_settings(setup: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """DeepWordBug on ``NUM_EXAMPLES`` examples, seed 0, the offline resources; ``overrides``."""
+    settings: dict[str, Any] = dict(
+        recipe="deepwordbug", num_examples=NUM_EXAMPLES, seed=0, resources=setup["resources"]
+    )
+    settings.update(overrides)
+    return settings
+
+
 def callback(setup: dict[str, Any], **overrides: Any) -> Any:
     from loyalkit.callbacks import AttackCallback
 
-    settings: dict[str, Any] = dict(
-        recipe="deepwordbug", num_examples=NUM_EXAMPLES, seed=0, resources=setup["resources"]
-    )
-    settings.update(overrides)
-    return AttackCallback(**settings)
+    return AttackCallback(**attack_settings(setup, **overrides))
 
 
 def expected_summary(setup: dict[str, Any], model: nn.Module, **overrides: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = dict(
-        recipe="deepwordbug", num_examples=NUM_EXAMPLES, seed=0, resources=setup["resources"]
-    )
-    settings.update(overrides)
-    report = attack_model(model, setup["tokenizer"], setup["eval"], AttackConfig(**settings))
-    return report.summary
+    config = AttackConfig(**attack_settings(setup, **overrides))
+    return attack_model(model, setup["tokenizer"], setup["eval"], config).summary
 
 
 @attack

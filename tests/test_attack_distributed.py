@@ -16,13 +16,8 @@ from typing import Any
 
 import pytest
 import torch
-from attack_distributed_worker import (
-    ATTACK_EXAMPLES,
-    EVAL_SIZE,
-    make_classifier,
-    offline_resources,
-    raw_dataset,
-)
+from attack_distributed_worker import ATTACK_EXAMPLES, EVAL_SIZE
+from attack_helpers import make_classifier, offline_resources, raw_dataset
 from test_distributed import LAUNCHERS, free_port, run
 from transformers import AutoTokenizer, BertForSequenceClassification
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from attack_distributed_worker import make_classifier, offline_resources, raw_dataset
+from attack_helpers import classifier_setup, raw_dataset
 from torch import nn
-from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers import BertForSequenceClassification
 
 from loyalkit.robustness.attack_runner import (
     EXAMPLE_FIELDS,
@@ -43,13 +43,10 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder = make_classifier(tmp_path_factory.mktemp("classifier"))
-    resources = offline_resources(tmp_path_factory.mktemp("resources"))
+    loaded = classifier_setup(tmp_path_factory)
     return {
-        "textattack": import_textattack(resources),
-        "resources": resources,
-        "tokenizer": AutoTokenizer.from_pretrained(folder),
-        "model": BertForSequenceClassification.from_pretrained(folder).eval(),
+        **loaded,
+        "textattack": import_textattack(loaded["resources"]),
         "data": raw_dataset(60, seed=1),
     }
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from attack_distributed_worker import make_classifier, offline_resources, raw_dataset
-from transformers import AutoTokenizer, BertForSequenceClassification
+from attack_helpers import classifier_setup, raw_dataset
 
 from loyalkit.robustness.model_wrapper import TimeBudgetExceeded, predict_logits, wrap_model
 from loyalkit.robustness.recipes import build_attack
@@ -25,14 +24,8 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder = make_classifier(tmp_path_factory.mktemp("classifier"))
-    resources = offline_resources(tmp_path_factory.mktemp("resources"))
-    return {
-        "textattack": import_textattack(resources),
-        "resources": resources,
-        "tokenizer": AutoTokenizer.from_pretrained(folder),
-        "model": BertForSequenceClassification.from_pretrained(folder).eval(),
-    }
+    loaded = classifier_setup(tmp_path_factory)
+    return {**loaded, "textattack": import_textattack(loaded["resources"])}
 
 
 def stock(setup: dict[str, Any], model: Any = None) -> Any:
