@@ -57,7 +57,7 @@ pytest-compat: compat-venv system-deps
 
 test: lint typecheck pytest pytest-compat
 
-study: compat-venv system-deps
+study: compat-venv
 	$(COMPAT_BIN)/loyalkit study run --preset quick --output $(STUDY_OUTPUT)
 
 clean:
