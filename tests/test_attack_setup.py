@@ -23,10 +23,6 @@ from loyalkit.robustness.textattack_setup import (
 )
 
 LEXNAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "wordnet" / "lexnames"
-needs_wordnet = pytest.mark.skipif(
-    not (DEBIAN_WORDNET_DIR / "data.noun").is_file() or not LEXNAMES.is_file(),
-    reason="needs Debian's wordnet-base (make system-deps) and ../shared/data/wordnet/lexnames",
-)
 
 
 def run_python(code: str, tmp_path: Path) -> dict:
@@ -105,7 +101,6 @@ def test_prepare_stop_words_matches_scikit_learn(tmp_path: Path) -> None:
     assert not (folder / "corpora" / "wordnet").exists()
 
 
-@needs_wordnet
 def test_prepare_copies_wordnet_and_lexnames(tmp_path: Path) -> None:
     folder = prepare_nltk_data(tmp_path / "nltk", lexnames=LEXNAMES)
     wordnet = folder / "corpora" / "wordnet"

@@ -30,10 +30,6 @@ def test_prepare_data_stop_words_only(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "OfflineResources(nltk_data=" in out and "build_attack(" in out
 
 
-@pytest.mark.skipif(
-    not (DEBIAN_WORDNET / "data.noun").is_file() or not LEXNAMES.is_file(),
-    reason="needs Debian's wordnet-base (make system-deps) and ../shared/data/wordnet/lexnames",
-)
 def test_prepare_data_with_wordnet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "nltk"
     argv = ["attack", "prepare-data", "--target", str(target), "--lexnames", str(LEXNAMES)]
