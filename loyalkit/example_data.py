@@ -1,4 +1,4 @@
-"""The small English sentiment dataset shipped with loyalkit (the demo's and quick study's task).
+"""The small English sentiment dataset shipped with loyalkit (the quick study preset's task).
 
 Original review sentences written for loyalkit (Apache-2.0): 480 train and 160 test, each split
 exactly balanced; label 1 = positive, 0 = negative. The data card is
