@@ -3,7 +3,7 @@
 Importing this package does not import TextAttack; it is imported when an attack is built.
 ``textattack_setup`` prepares the offline resources and imports TextAttack without downloads;
 ``recipes`` builds the attacks (TextFooler-offline, PWWS-offline, DeepWordBug, TextAttack's own);
-``attack_runner`` runs them on a model and a dataset; ``adversarial_loyalty`` feeds the adversarial
+``attack_runner`` runs them on a model and a dataset; ``adversarial_transfer`` feeds the adversarial
 examples crafted on one model to another. Names below are re-exported lazily.
 """
 
@@ -21,7 +21,7 @@ _EXPORTS: dict[str, str] = {
     "MissingResourceError": "loyalkit.robustness.textattack_setup",
     "OfflineResources": "loyalkit.robustness.textattack_setup",
     "RECIPE_NAMES": "loyalkit.robustness.recipes",
-    "adversarial_loyalty": "loyalkit.robustness.adversarial_loyalty",
+    "adversarial_loyalty": "loyalkit.robustness.adversarial_transfer",
     "attack_model": "loyalkit.robustness.attack_runner",
     "build_attack": "loyalkit.robustness.recipes",
     "import_textattack": "loyalkit.robustness.textattack_setup",
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from loyalkit.robustness.adversarial_loyalty import adversarial_loyalty
+    from loyalkit.robustness.adversarial_transfer import adversarial_loyalty
     from loyalkit.robustness.attack_runner import AttackConfig, AttackReport, attack_model
     from loyalkit.robustness.model_wrapper import DynamicPaddingModelWrapper, wrap_model
     from loyalkit.robustness.recipes import RECIPE_NAMES, build_attack

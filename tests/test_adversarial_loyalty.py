@@ -12,7 +12,7 @@ import torch
 from attack_helpers import classifier_setup, raw_dataset
 from torch import nn
 
-from loyalkit.robustness.adversarial_loyalty import ADVERSARIAL_LOYALTY_KEYS, adversarial_loyalty
+from loyalkit.robustness.adversarial_transfer import ADVERSARIAL_LOYALTY_KEYS, adversarial_loyalty
 from loyalkit.robustness.attack_runner import AttackConfig, AttackReport, attack_model
 
 pytestmark = pytest.mark.attack

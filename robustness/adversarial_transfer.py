@@ -18,7 +18,7 @@ has no successful attack):
   attack transfers to the target).
 
 Example:
-    >>> from loyalkit.robustness.adversarial_loyalty import adversarial_loyalty
+    >>> from loyalkit.robustness.adversarial_transfer import adversarial_loyalty
     >>> # report = attack_model(teacher, tokenizer, dev_set, AttackConfig(recipe="deepwordbug"))
     >>> # adversarial_loyalty(report, student, tokenizer)["adversarial_label_loyalty"]
 """
