@@ -108,16 +108,15 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _run_key(config: StudyConfig, spec: RunSpec, seed: int, teacher_fp: str) -> str:
-    settings = config.to_dict()["methods"][spec.family]
-    attack = config.to_dict()["attack"] if config.attack.enabled else None
+    data = config.to_dict()
     return fingerprint(
         {
             "teacher": teacher_fp,
             "method": spec.method,
-            "settings": settings,
+            "settings": data["methods"][spec.family],
             "seed": seed,
-            "attack": attack,
-            "measure": config.to_dict()["measure"],
+            "attack": data["attack"] if config.attack.enabled else None,
+            "measure": data["measure"],
         }
     )
 
