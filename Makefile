@@ -30,14 +30,17 @@ $(COMPAT_VENV)/.installed: setup.cfg pyproject.toml
 	$(COMPAT_BIN)/python -m pip install --quiet -e ".[test,attack,study]" "transformers>=4.57,<5"
 	touch $@
 
-# Browser tests of the metric Spaces drive Debian's Chromium headless; the offline PWWS and TextFooler
-# recipes read WordNet 3.0 from Debian's wordnet-base.
-SYSTEM_PACKAGES := chromium chromium-driver wordnet-base
+# System files the suite reads (Chromium for the browser tests of the metric Spaces; every WordNet
+# file NLTK opens, for the offline PWWS and TextFooler recipes) and the Debian packages that ship
+# them are listed once, in tests/system_deps.py: install what is missing, then check every file.
 system-deps:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || [ ! -f /usr/share/wordnet/data.noun ]; then \
-		if [ "$$(id -u)" != 0 ]; then echo "install Debian's $(SYSTEM_PACKAGES) (needs root)"; exit 1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	@missing="$$($(PYTHON) tests/system_deps.py --missing-packages)"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "install Debian's $$missing (needs root)"; exit 1; fi; \
+		echo "apt-get install $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@$(PYTHON) tests/system_deps.py --check
 
 lint: venv
 	$(BIN)/ruff check .

@@ -29,7 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="write an NLTK data folder (stop words, WordNet) and TextAttack's cache marker",
         description="Write an NLTK data folder: scikit-learn's English stop words as "
         "corpora/stopwords/english (TextAttack's import needs a stop-word list) and WordNet 3.0 "
-        "from Debian's wordnet-base as corpora/wordnet (PWWS and TextFooler-offline); and create "
+        "from Debian's wordnet-base and wordnet-sense-index as corpora/wordnet (PWWS and "
+        "TextFooler-offline); and create "
         "TextAttack's cache folder with the marker file that stops its start-up downloads. "
         "Nothing is downloaded unless --online is given.",
     )
@@ -54,7 +55,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=DEBIAN_WORDNET_DIR,
         metavar="DIR",
         help=f"WordNet 3.0 database folder (default: {DEBIAN_WORDNET_DIR}, from "
-        "`apt-get install wordnet-base`)",
+        "`apt-get install wordnet-base wordnet-sense-index`)",
     )
     wordnet.add_argument(
         "--no-wordnet",

@@ -10,7 +10,7 @@ TextAttack 0.3.11 does three things at import that an offline library cannot acc
   ``logging.config.dictConfig`` call disables every logger that exists at that moment.
 
 :func:`prepare_nltk_data` writes a small NLTK data folder of our own (scikit-learn's English stop
-words, WordNet 3.0 from Debian's ``wordnet-base``); :func:`import_textattack` imports TextAttack
+words, WordNet 3.0 from Debian's ``wordnet-base`` and ``wordnet-sense-index``); :func:`import_textattack` imports TextAttack
 against it with the marker in place, then puts ``os.environ`` and the loggers back as they were.
 The command ``loyalkit attack prepare-data`` does the preparation from a shell.
 
@@ -33,7 +33,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
-#: Where Debian's ``wordnet-base`` installs WordNet 3.0 (``apt-get install wordnet-base``).
+from loyalkit.robustness.wordnet_files import WORDNET_FILES
+
+#: Where Debian installs WordNet 3.0 (``apt-get install wordnet-base wordnet-sense-index``).
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
 #: The file whose presence in TextAttack's cache tells its import not to run ``nltk.download``.
 TEXTATTACK_MARKER = "post_install_check_3"
@@ -107,12 +109,13 @@ def prepare_nltk_data(
     Offline (the default): ``corpora/stopwords/english`` gets scikit-learn's
     ``ENGLISH_STOP_WORDS`` (318 words; NLTK's own list is shorter, so more words are protected
     from substitution), and ``corpora/wordnet`` a copy of WordNet 3.0 from ``wordnet_dir`` (Debian's
-    ``wordnet-base``; ``None`` skips WordNet) plus ``lexnames``, the table NLTK needs and Debian
+    ``wordnet-base`` and ``wordnet-sense-index``; ``None`` skips WordNet) plus ``lexnames``, the table NLTK needs and Debian
     does not ship. ``online=True`` instead runs ``nltk.download`` for ``stopwords``, ``wordnet``
     and ``omw-1.4`` into ``target`` (NLTK's own data, needs the network).
 
     Raises:
-        MissingResourceError: ``wordnet_dir`` or ``lexnames`` is missing.
+        MissingResourceError: ``lexnames`` or a file of ``wordnet_dir`` is missing (the message
+            names the Debian package that ships it).
     """
     target = Path(target)
     if online:
@@ -146,12 +149,15 @@ def _check_wordnet_source(wordnet_dir: Path | None, lexnames: Path | None) -> Pa
     if wordnet_dir is None:
         return None
     wordnet_dir = Path(wordnet_dir)
-    if not (wordnet_dir / "data.noun").is_file():
+    missing = missing_wordnet_files(wordnet_dir)
+    if missing:
+        packages = " ".join(sorted(set(missing.values())))
         raise MissingResourceError(
-            f"wordnet_dir={str(wordnet_dir)!r} holds no WordNet 3.0 database (data.noun): install "
-            "Debian's wordnet-base (`apt-get install wordnet-base`, it goes to /usr/share/wordnet), "
-            "pass the folder that has it, or pass wordnet_dir=None (--no-wordnet) to prepare the "
-            "stop words only (enough for DeepWordBug)"
+            f"wordnet_dir={str(wordnet_dir)!r} lacks {', '.join(sorted(missing))} of the WordNet "
+            f"3.0 database that NLTK reads: install Debian's {packages} (`apt-get install "
+            f"{packages}`, it goes to /usr/share/wordnet), pass the folder that has every file, or "
+            "pass wordnet_dir=None (--no-wordnet) to prepare the stop words only (enough for "
+            "DeepWordBug)"
         )
     if lexnames is None and not (wordnet_dir / "lexnames").is_file():
         raise MissingResourceError(
@@ -162,6 +168,16 @@ def _check_wordnet_source(wordnet_dir: Path | None, lexnames: Path | None) -> Pa
     if lexnames is not None and not Path(lexnames).is_file():
         raise MissingResourceError(f"lexnames={str(lexnames)!r} is not a file")
     return wordnet_dir
+
+
+def missing_wordnet_files(folder: Path) -> dict[str, str]:
+    """The WordNet files NLTK reads that ``folder`` lacks, each with the Debian package that
+    ships it (``lexnames`` is not checked here: no package ships it)."""
+    return {
+        name: package
+        for name, package in WORDNET_FILES.items()
+        if not (Path(folder) / name).is_file()
+    }
 
 
 def _english_stop_words() -> list[str]:
@@ -201,7 +217,7 @@ def find_nltk_resource(resource: str, what: str, resources: OfflineResources) ->
     assert folder is not None
     use_nltk_data(folder)
     try:
-        return str(nltk.data.find(resource))
+        found = str(nltk.data.find(resource))
     except LookupError:
         raise MissingResourceError(
             f"{what} (NLTK resource {resource!r}) was not found in NLTK's data path "
@@ -209,6 +225,27 @@ def find_nltk_resource(resource: str, what: str, resources: OfflineResources) ->
             f"OfflineResources(nltk_data=DIR) (default folder: {folder}). Online, "
             "prepare_nltk_data(DIR, online=True) uses nltk.download instead."
         ) from None
+    if resource == "corpora/wordnet":
+        _check_prepared_wordnet(Path(found), what)
+    return found
+
+
+def _check_prepared_wordnet(folder: Path, what: str) -> None:
+    """NLTK opens every WordNet file when its reader is built: name a missing one here, with
+    the package that ships it, instead of an ``OSError`` deep inside the first attack."""
+    if not folder.is_dir():  # a zipped corpus from nltk.download: NLTK checks it itself
+        return
+    missing = missing_wordnet_files(folder)
+    problems = [f"{name} (Debian's {package})" for name, package in sorted(missing.items())]
+    if not (folder / "lexnames").is_file():
+        problems.append("lexnames (give it with --lexnames FILE)")
+    if problems:
+        packages = " ".join(sorted(set(missing.values())))
+        install = f"`apt-get install {packages}`, then " if packages else ""
+        raise MissingResourceError(
+            f"{what}: the WordNet folder {folder} lacks {', '.join(problems)}; "
+            f"{install}{_PREPARE_HINT} again"
+        )
 
 
 def import_textattack(resources: OfflineResources | None = None) -> ModuleType:

@@ -21,6 +21,7 @@ from loyalkit.robustness.textattack_setup import (
     prepare_nltk_data,
     prepare_textattack_cache,
 )
+from loyalkit.robustness.wordnet_files import WORDNET_FILES
 
 LEXNAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "wordnet" / "lexnames"
 
@@ -114,7 +115,8 @@ def test_prepare_errors_name_the_missing_resource(tmp_path: Path) -> None:
         prepare_nltk_data(tmp_path / "a", wordnet_dir=tmp_path / "no-wordnet-here")
     fake = tmp_path / "wordnet"
     fake.mkdir()
-    (fake / "data.noun").write_text("")
+    for name in WORDNET_FILES:  # every file NLTK opens, so that only lexnames is missing
+        (fake / name).write_text("")
     with pytest.raises(MissingResourceError, match="--lexnames"):
         prepare_nltk_data(tmp_path / "b", wordnet_dir=fake)
     with pytest.raises(MissingResourceError, match="lexnames="):
