@@ -41,10 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from loyalkit.metrics.inputs import as_labels, as_scores, check_same_length, to_numpy
+
 __all__ = [
     "KL_PERCENTILES",
     "TokenLoyaltyAccumulator",
     "TokenStatistics",
+    "token_loyalty",
     "token_statistics",
     "topk_token_statistics",
 ]
@@ -291,3 +294,52 @@ class TokenLoyaltyAccumulator:
             "ppl_student": math.exp(mean["nll_student"]),
             "num_tokens": n,
         }
+
+
+_REFERENCE_TOKEN_KEYS = ("delta_p", "ppl_ratio", "ppl_teacher", "ppl_student")
+
+
+def token_loyalty(predictions: Any, references: Any, *, labels: Any = None) -> dict[str, Any]:
+    """The token-level report from per-token logits, checked like the classifier metrics' inputs.
+
+    ``predictions``: the student's logits, one row of vocabulary size per scored position;
+    ``references``: the teacher's, same shape; ``labels`` (optional): the reference (next) token at
+    each position, which adds delta-p and the perplexity ratio. For corpora too large to hold as
+    arrays use :func:`loyalkit.metrics.lm_compare.compare_causal_lms`, which streams.
+
+    Example:
+        >>> result = token_loyalty([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]],
+        ...                        [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], labels=[0, 1])
+        >>> result["label_loyalty"], round(result["ppl_ratio"], 4)
+        (0.5, 1.927)
+    """
+    student = as_scores(predictions, "predictions", "logits")
+    teacher = as_scores(references, "references", "logits")
+    check_same_length(student, teacher, ("predictions", "references"))
+    if student.shape[1] != teacher.shape[1]:
+        raise ValueError(
+            "`predictions` (the student's outputs) and `references` (the teacher's outputs) must "
+            f"cover the same vocabulary, got {student.shape[1]} and {teacher.shape[1]} columns"
+        )
+    if labels is None:
+        targets = np.zeros(len(student), dtype=np.int64)
+    else:
+        targets = as_labels(to_numpy(labels, "labels"), "labels", student.shape[1])
+        if targets.ndim != 1 or len(targets) != len(student):
+            raise ValueError(
+                f"`labels` (the reference tokens) must have one token per position: expected "
+                f"{len(student)}, got {len(targets)}"
+            )
+    # Arrow columns from evaluate's cache are read-only; torch wants writable memory.
+    student, teacher = (np.require(a, requirements="W") for a in (student, teacher))
+    accumulator = TokenLoyaltyAccumulator()
+    accumulator.update(
+        token_statistics(
+            torch.from_numpy(student), torch.from_numpy(teacher), torch.from_numpy(targets)
+        )
+    )
+    result = accumulator.result()
+    if labels is None:
+        for key in _REFERENCE_TOKEN_KEYS:
+            del result[key]
+    return result
