@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +22,8 @@ from transformers import Trainer, TrainingArguments
 from loyalkit.callbacks import LoyaltyCallback, TokenLoyaltyCallback
 
 torch.set_num_threads(1)
+
+WORKER = Path(__file__).resolve().parent / "token_loyalty_distributed_worker.py"
 
 
 def _dataset(rows: int, seed: int) -> Dataset:
@@ -111,3 +119,32 @@ def test_eval_batches_without_labels_are_explained(tmp_path):
     TokenLoyaltyCallback(tiny_llama()).attach(trainer)
     with pytest.raises(ValueError, match="needs `labels`"):
         trainer.evaluate()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _run(command: list[str], cwd: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
+    completed = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+def test_two_gloo_processes_match_the_single_process(tmp_path):
+    single, double = tmp_path / "single", tmp_path / "double"
+    single.mkdir(), double.mkdir()
+    _run([sys.executable, str(WORKER), str(single)], tmp_path)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    _run([*torchrun, "--master_port", str(_free_port()), str(WORKER), str(double)], tmp_path)
+    reference = json.loads((single / "rank0.json").read_text())
+    ranks = [json.loads((double / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    for name in ("label_loyalty", "probability_loyalty", "kl_divergence", "ppl_ratio"):
+        key = f"eval_{name}"
+        assert ranks[0][key] == ranks[1][key], key
+        assert ranks[0][key] == pytest.approx(reference[key], rel=1e-6), key
