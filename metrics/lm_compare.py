@@ -51,6 +51,7 @@ __all__ = [
     "build_teacher_cache",
     "compare_causal_lms",
     "compare_with_teacher_cache",
+    "scored_logits",
     "window_batches",
 ]
 
@@ -183,15 +184,18 @@ def _check_model(model: Any, name: str) -> nn.Module:
     return model
 
 
-def _scored_logits(model: nn.Module, batch: WindowBatch) -> torch.Tensor:
+def scored_logits(model: nn.Module, batch: WindowBatch) -> torch.Tensor:
     """The model's logits at the batch's scored positions, (scored tokens, vocabulary)."""
     device = _device(model)
     kwargs: dict[str, Any] = {}
     keep = batch.logits_to_keep
     # Causal LMs in transformers 5 compute the head only for the last `logits_to_keep` positions:
     # with stride = window / 2 that halves the largest tensor of the pass.
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+    parameters = inspect.signature(model.forward).parameters
+    if "logits_to_keep" in parameters:
         kwargs["logits_to_keep"] = keep
+    if "use_cache" in parameters:
+        kwargs["use_cache"] = False  # windows are independent: a KV cache is memory for nothing
     outputs = model(input_ids=batch.input_ids.to(device), **kwargs)
     logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
     offset = batch.input_ids.shape[1] - logits.shape[1]
@@ -227,8 +231,8 @@ def compare_causal_lms(
     accumulator = TokenLoyaltyAccumulator()
     with _progress(_scored_count(token_ids, config), progress, "teacher+student") as bar:
         for batch in window_batches(token_ids, config):
-            teacher_logits = _scored_logits(teacher.eval(), batch)
-            student_logits = _scored_logits(student.eval(), batch).to(teacher_logits.device)
+            teacher_logits = scored_logits(teacher.eval(), batch)
+            student_logits = scored_logits(student.eval(), batch).to(teacher_logits.device)
             accumulator.update(token_statistics(student_logits, teacher_logits, batch.targets))
             bar.update(int(batch.targets.numel()))
     return accumulator.result()
@@ -326,7 +330,7 @@ def build_teacher_cache(
     ids, logprobs, targets = [], [], []
     with _progress(stream.numel() - 1, progress, "teacher") as bar:
         for batch in window_batches(stream, config):
-            log_p = torch.log_softmax(_scored_logits(teacher.eval(), batch).double(), dim=-1)
+            log_p = torch.log_softmax(scored_logits(teacher.eval(), batch).double(), dim=-1)
             if top_k > log_p.shape[1]:
                 raise ValueError(f"`top_k` ({top_k}) exceeds the vocabulary ({log_p.shape[1]})")
             values, indices = log_p.topk(top_k, dim=-1)
@@ -363,7 +367,7 @@ def compare_with_teacher_cache(
     offset = 0
     with _progress(len(cache.target_logprobs), progress, "student") as bar:
         for batch in window_batches(cache.token_ids, config):
-            logits = _scored_logits(student.eval(), batch)
+            logits = scored_logits(student.eval(), batch)
             stop = offset + int(batch.targets.numel())
             if stop > len(cache.target_logprobs):
                 raise ValueError("the teacher cache holds fewer scored tokens than its windows")

@@ -67,9 +67,9 @@ KL_PERCENTILES: tuple[tuple[str, float], ...] = (
     ("min", 0.0),
 )
 
-# Elements per float64 temporary: 2**22 (32 MB) keeps a chunk's half-dozen temporaries near 200 MB
+# Elements per float64 temporary: 2**20 (8 MB) keeps a chunk's dozen temporaries near 100 MB
 # for any vocabulary; one row at least.
-_CHUNK_ELEMENTS = 1 << 22
+_CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
