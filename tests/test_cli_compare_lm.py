@@ -193,3 +193,19 @@ def test_jsonl_without_the_field_is_an_error(pair, tmp_path, capsys):
     args = ["--teacher", str(teacher), "--student", str(student), "--data", str(data)]
     assert main(["compare", "lm", "--quiet", *args]) == 1
     assert "no string field 'text'" in capsys.readouterr().err
+
+
+def test_model_sources_folder_gguf_and_hub_id(tmp_path):
+    from loyalkit.causal_lm_loading import _source
+
+    gguf = tmp_path / "model.Q4_1.gguf"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _source(str(gguf))
+    gguf.write_bytes(b"GGUF")
+    assert _source(str(gguf)) == (str(tmp_path), {"gguf_file": "model.Q4_1.gguf"})
+    assert _source(str(tmp_path)) == (str(tmp_path), {})
+    assert _source("HuggingFaceTB/SmolLM2-135M") == ("HuggingFaceTB/SmolLM2-135M", {})
+    other = tmp_path / "weights.bin"
+    other.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a .gguf file"):
+        _source(str(other))
