@@ -124,30 +124,13 @@ def _safe_log(p: torch.Tensor) -> torch.Tensor:
     return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
 
 
-def _js_loyalty(
-    p: torch.Tensor, log_p: torch.Tensor, q: torch.Tensor, log_q: torch.Tensor
-) -> torch.Tensor:
+def _js_loyalty(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     middle = (p + q) * 0.5
-    # Where p == q the middle is p itself: taking log_p there (not log(middle), which differs from
-    # the log-softmax by rounding) makes identical rows give a divergence of exactly 0, and avoids
-    # log(0) where both underflow.
-    log_m = torch.where(p == q, log_p, torch.log(middle))
-    divergence = _xlogx_ratio(p, log_p, log_m) + _xlogx_ratio(q, log_q, log_m)
+    # Logs of the probabilities themselves (not the log-softmax): identical rows give middle == p
+    # bit for bit, so their divergence is exactly 0.
+    log_m = _safe_log(middle)
+    divergence = _xlogx_ratio(p, _safe_log(p), log_m) + _xlogx_ratio(q, _safe_log(q), log_m)
     return 1.0 - torch.sqrt((divergence * 0.5).clamp_min(0.0))
-
-
-def _softmax_and_log(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities and log-probabilities in float64 with one exp per element.
-
-    ``torch.log_softmax`` followed by ``exp`` takes two; transcendental functions are most of the
-    statistics' cost at a vocabulary of 50k.
-    """
-    shifted = logits.double()
-    shifted = shifted - shifted.amax(dim=-1, keepdim=True)
-    p = shifted.exp()
-    total = p.sum(dim=-1, keepdim=True)
-    p /= total
-    return p, shifted.sub_(total.log())
 
 
 def token_statistics(
@@ -171,15 +154,16 @@ def token_statistics(
     rows = _rows_per_chunk(student_logits.shape[1])
     for start in range(0, student_logits.shape[0], rows):
         stop = start + rows
-        q, log_q = _softmax_and_log(student_logits[start:stop])
-        p, log_p = _softmax_and_log(teacher_logits[start:stop])
+        log_q = torch.log_softmax(student_logits[start:stop].double(), dim=-1)
+        log_p = torch.log_softmax(teacher_logits[start:stop].double(), dim=-1)
+        p, q = log_p.exp(), log_q.exp()
         chunk_targets = targets[start:stop, None]
         target_p = log_p.gather(1, chunk_targets).squeeze(1)
         target_q = log_q.gather(1, chunk_targets).squeeze(1)
         pieces.append(
             (
                 log_p.argmax(dim=-1) == log_q.argmax(dim=-1),
-                _js_loyalty(p, log_p, q, log_q),
+                _js_loyalty(p, q),
                 _xlogx_ratio(p, log_p, log_q),
                 target_q.exp() - target_p.exp(),
                 -target_p,
@@ -230,7 +214,7 @@ def topk_token_statistics(
     target_q = log_q.gather(1, targets[:, None]).squeeze(1)
     return TokenStatistics(
         agree=ids[:, 0] == log_q.argmax(dim=-1),
-        probability_loyalty=_js_loyalty(p, log_p, q, log_q_k),
+        probability_loyalty=_js_loyalty(p, q),
         kl=_xlogx_ratio(p, log_p, log_q_k),
         delta_p=target_q.exp() - target_p.exp(),
         nll_teacher=-target_p,
