@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from loyalkit.causal_lm_loading import QUANTIZATIONS
+#: ``loyalkit.causal_lm_loading.QUANTIZATIONS``, spelled out: that module imports torch, and building
+#: the parser must not (a test keeps the two equal).
+QUANTIZATIONS: tuple[str, ...] = ("int8", "int4-weight-only")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

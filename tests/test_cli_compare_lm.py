@@ -209,3 +209,9 @@ def test_model_sources_folder_gguf_and_hub_id(tmp_path):
     other.write_bytes(b"")
     with pytest.raises(ValueError, match="not a .gguf file"):
         _source(str(other))
+
+
+def test_cli_quantization_choices_are_the_library_ones():
+    from loyalkit import causal_lm_loading, cli_compare
+
+    assert cli_compare.QUANTIZATIONS == causal_lm_loading.QUANTIZATIONS
