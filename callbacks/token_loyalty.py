@@ -13,8 +13,9 @@ student run in lockstep over the same eval dataloader, the per-token statistics 
 :mod:`loyalkit.metrics.token_loyalty` are computed batch by batch, and only those (a few numbers per
 token) are gathered across processes (``accelerator.gather_for_metrics``): memory stays at one batch
 of logits. Scored positions are those whose shifted ``labels`` are not -100, as in the causal-LM
-loss. It works with any ``Trainer`` subclass (TRL's trainers included): it needs only the eval
-dataloader, the model and the accelerator, which every Trainer has.
+loss. It works with ``Trainer`` subclasses: it needs only the eval
+dataloader, the model and the accelerator, which every Trainer has (tested with a subclass that
+overrides ``compute_loss`` as TRL's trainers do; TRL itself is not tested).
 
 Example:
     >>> from loyalkit.callbacks.token_loyalty import TokenLoyaltyCallback
