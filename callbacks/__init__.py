@@ -21,6 +21,7 @@ _EXPORTS: dict[str, str] = {
     "ModuleReplacementCallback": "loyalkit.callbacks.module_replacement",
     "PostTrainingQuantizationCallback": "loyalkit.callbacks.quantization",
     "QuantizationAwareTrainingCallback": "loyalkit.callbacks.quantization",
+    "TokenLoyaltyCallback": "loyalkit.callbacks.token_loyalty",
 }
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "ModuleReplacementCallback",
     "PostTrainingQuantizationCallback",
     "QuantizationAwareTrainingCallback",
+    "TokenLoyaltyCallback",
 ]
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
         PostTrainingQuantizationCallback,
         QuantizationAwareTrainingCallback,
     )
+    from loyalkit.callbacks.token_loyalty import TokenLoyaltyCallback
 
 
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

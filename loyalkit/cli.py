@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "loyalkit.cli_metrics",
     "loyalkit.cli_study",
     "loyalkit.cli_attack",
+    "loyalkit.cli_compare",
 )
 
 #: Errors that mean "the request cannot be done as asked": reported in one line, exit status 1.

@@ -30,6 +30,11 @@ Args:
     n_resamples (`int`, default 1000), bootstrap_method (`str`, default "percentile"),
         seed (`int`, optional): bootstrap settings.
     return_disagreements (`bool`, default False): add the indices where the labels differ.
+    level (`str`, default "example"): "token" reads each row as one position of a causal LM
+        (logits over the vocabulary, natural log) and `labels` as the reference next tokens, and
+        returns the token-level report of `loyalkit compare lm` instead: label_loyalty (same top-1
+        token), probability_loyalty, kl_divergence (mean, stderr, percentiles), delta_p (mean,
+        rms) and ppl_ratio (these two need `labels`), num_tokens.
 Returns:
     label_loyalty (`float`): in [0, 1].
     probability_loyalty (`float`): in [1 - sqrt(log_base 2), 1]; scores only.
@@ -72,5 +77,12 @@ class Loyalty(ArrowBatches, evaluate.Metric):
             _DESCRIPTION, _KWARGS_DESCRIPTION, [score_features(), label_features()], _CITATION
         )
 
-    def _compute(self, predictions, references, **kwargs):
+    def _compute(self, predictions, references, level="example", **kwargs):
+        if level == "token":
+            # Imported here: the token-level math needs torch, the classifier metrics do not.
+            from loyalkit.metrics.token_loyalty import token_loyalty
+
+            return token_loyalty(predictions, references, **kwargs)
+        if level != "example":
+            raise ValueError(f'`level` must be "example" or "token", got {level!r}')
         return loyalty_report(predictions, references, **kwargs)

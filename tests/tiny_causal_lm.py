@@ -1,0 +1,92 @@
+"""Tiny local causal LMs for tests: a Llama teacher and students that differ from it a little."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+VOCAB = 120
+
+
+def tiny_llama(seed: int = 0, vocab_size: int = VOCAB) -> LlamaForCausalLM:
+    """A 2-layer, hidden-32 Llama with random weights (eval mode)."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).eval()
+    # Random init gives nearly uniform next-token distributions; larger head weights make them
+    # peaked, as a trained LM's are, so that argmax and KL say something.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40.0)
+    return model
+
+
+def perturbed(model: LlamaForCausalLM, scale: float = 0.1, seed: int = 1) -> LlamaForCausalLM:
+    """A copy of ``model`` with Gaussian noise of ``scale`` times each weight tensor's std added."""
+    student = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in student.parameters():
+            noise = torch.randn(parameter.shape, generator=generator) * scale
+            noise *= float(parameter.std()) if parameter.numel() > 1 else 1.0
+            parameter.add_(noise)
+    return student.eval()
+
+
+def token_stream(length: int, seed: int = 2, vocab_size: int = VOCAB) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (length,), generator=generator)
+
+
+def byte_level_tokenizer(texts: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts`` (covers any text: 256 byte symbols)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        model_max_length=128,
+    )
+
+
+TEXTS = [
+    "The cat sat on the mat. The dog sat on the log.",
+    "Plants need water and light to grow; animals need food.",
+    "Which tool measures temperature? A thermometer measures temperature.",
+    "The sun rises in the east and sets in the west.",
+]
+
+
+def save_tiny_lm_pair(folder: Path, texts: list[str] = TEXTS) -> tuple[Path, Path]:
+    """A tiny Llama teacher and a perturbed student sharing a BPE tokenizer, saved as folders."""
+    tokenizer = byte_level_tokenizer(texts)
+    teacher = tiny_llama(vocab_size=len(tokenizer))
+    student = perturbed(teacher)
+    paths = folder / "teacher", folder / "student"
+    for model, path in zip((teacher, student), paths, strict=True):
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    return paths
