@@ -1,7 +1,8 @@
 """What is done to a model: plain PyTorch and transformers model classes, no Trainer.
 
 Each method lives in its own module (``magnitude_pruning``, ``sparsity_schedules``, ``head_pruning``,
-``head_importance``, ``distillation``, ``module_replacement``, ``quantization``); the names below are
+``head_importance``, ``distillation``, ``module_replacement``, ``quantization``; ``architectures``
+finds each family's transformer layers); the names below are
 re-exported lazily, so ``import loyalkit.compression`` costs nothing until a name is used (torchao,
 for one, is slow to import).
 """
@@ -30,7 +31,10 @@ _EXPORTS: dict[str, str] = {
     "ReplacementSchedule": "loyalkit.compression.module_replacement",
     "SparsitySchedule": "loyalkit.compression.sparsity_schedules",
     "TeacherLogitCache": "loyalkit.compression.distillation",
+    "LayerStack": "loyalkit.compression.architectures",
     "attention_blocks": "loyalkit.compression.head_pruning",
+    "block_weight_modules": "loyalkit.compression.architectures",
+    "block_weight_share": "loyalkit.compression.quantization",
     "check_layer_map": "loyalkit.compression.distillation",
     "convert_qat": "loyalkit.compression.quantization",
     "distillation_loss": "loyalkit.compression.distillation",
@@ -40,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "head_gates": "loyalkit.compression.head_importance",
     "hidden_state_loss": "loyalkit.compression.distillation",
     "is_fake_quantized": "loyalkit.compression.quantization",
+    "layer_stack": "loyalkit.compression.architectures",
     "load_head_pruned": "loyalkit.compression.head_pruning",
     "logit_kd_loss": "loyalkit.compression.distillation",
     "magnitude_head_importance": "loyalkit.compression.head_importance",
@@ -79,7 +84,10 @@ __all__ = [
     "ReplacementSchedule",
     "SparsitySchedule",
     "TeacherLogitCache",
+    "LayerStack",
     "attention_blocks",
+    "block_weight_modules",
+    "block_weight_share",
     "check_layer_map",
     "convert_qat",
     "distillation_loss",
@@ -89,6 +97,7 @@ __all__ = [
     "head_gates",
     "hidden_state_loss",
     "is_fake_quantized",
+    "layer_stack",
     "load_head_pruned",
     "logit_kd_loss",
     "magnitude_head_importance",
@@ -112,6 +121,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from loyalkit.compression.architectures import LayerStack, block_weight_modules, layer_stack
     from loyalkit.compression.distillation import (
         DistillationConfig,
         Distiller,
@@ -159,6 +169,7 @@ if TYPE_CHECKING:
     )
     from loyalkit.compression.quantization import (
         Int8Quantization,
+        block_weight_share,
         convert_qat,
         is_fake_quantized,
         prepare_qat,
