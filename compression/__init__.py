@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "block_weight_modules": "loyalkit.compression.architectures",
     "block_weight_share": "loyalkit.compression.quantization",
     "check_layer_map": "loyalkit.compression.distillation",
+    "check_same_vocabulary": "loyalkit.compression.distillation",
     "convert_qat": "loyalkit.compression.quantization",
     "distillation_loss": "loyalkit.compression.distillation",
     "export_successor": "loyalkit.compression.module_replacement",
@@ -63,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "sparsity": "loyalkit.compression.magnitude_pruning",
     "sparsity_per_tensor": "loyalkit.compression.magnitude_pruning",
     "supports_safetensors": "loyalkit.compression.quantization",
+    "teacher_inputs": "loyalkit.compression.distillation",
     "zero_head_outputs": "loyalkit.compression.head_pruning",
     "zeroed_heads": "loyalkit.compression.head_pruning",
 }
@@ -89,6 +91,7 @@ __all__ = [
     "block_weight_modules",
     "block_weight_share",
     "check_layer_map",
+    "check_same_vocabulary",
     "convert_qat",
     "distillation_loss",
     "export_successor",
@@ -116,6 +119,7 @@ __all__ = [
     "sparsity",
     "sparsity_per_tensor",
     "supports_safetensors",
+    "teacher_inputs",
     "zero_head_outputs",
     "zeroed_heads",
 ]
@@ -127,9 +131,11 @@ if TYPE_CHECKING:
         Distiller,
         TeacherLogitCache,
         check_layer_map,
+        check_same_vocabulary,
         distillation_loss,
         hidden_state_loss,
         logit_kd_loss,
+        teacher_inputs,
     )
     from loyalkit.compression.head_importance import (
         gradient_head_importance,

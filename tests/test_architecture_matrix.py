@@ -202,3 +202,155 @@ def test_int8_torch_ao_backend_states_the_share_it_quantized(arch: str) -> None:
     modules = dict(model.named_modules())
     assert all(type(modules[n]).__module__.startswith("torch.ao.nn.quantized") for n in names)
     assert torch.allclose(logits(model, batch), before, atol=0.05)
+
+
+# ---------------------------------------------------------------- knowledge distillation
+
+
+def _hand_kd_loss(
+    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, t: float, alpha: float
+) -> float:
+    """``mean(alpha * T^2 * KL(p_t || p_s) + (1 - alpha) * CE)`` in float64, written out."""
+    s, te = student.double(), teacher.double()
+    log_ps = s / t - torch.logsumexp(s / t, dim=1, keepdim=True)
+    log_pt = te / t - torch.logsumexp(te / t, dim=1, keepdim=True)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1) * t * t
+    log_p1 = s - torch.logsumexp(s, dim=1, keepdim=True)
+    ce = -log_p1[torch.arange(len(labels)), labels]
+    return float((alpha * kl + (1 - alpha) * ce).mean())
+
+
+def _with_segments(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A BERT tokenizer's sentence pair: segment 1 from the middle on (padding excepted)."""
+    segments = torch.zeros_like(batch["input_ids"])
+    segments[:, 6:] = 1
+    return {**batch, "token_type_ids": segments * batch["attention_mask"]}
+
+
+def _distil_and_check(teacher_arch: str, student_arch: str) -> None:
+    from loyalkit.compression import DistillationConfig, Distiller
+
+    teacher = tiny_classifier(teacher_arch, layers=4, seed=0)
+    student = tiny_classifier(student_arch, layers=2, seed=1).train()
+    batch = tiny_batch(student_arch, seed=2)
+    if getattr(student.config, "type_vocab_size", 0):
+        batch = _with_segments(batch)
+    distiller = Distiller(teacher, DistillationConfig(temperature=2.0, alpha=0.5)).attach(student)
+    loss = student(**batch).loss
+    distiller.detach()
+    # What the teacher sees on its own: its own inputs only (segments only if it embeds them).
+    own = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if getattr(teacher.config, "type_vocab_size", 0) and "token_type_ids" in batch:
+        own["token_type_ids"] = batch["token_type_ids"]
+    with torch.no_grad():
+        teacher_logits = teacher(**own).logits
+        student_logits = student(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    expected = _hand_kd_loss(student_logits, teacher_logits, batch["labels"], 2.0, 0.5)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    # and it is not the student's plain cross-entropy
+    assert float(loss) != pytest.approx(float(student(**batch).loss), rel=1e-3)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_kd_loss_equals_the_hand_computation(arch: str) -> None:
+    _distil_and_check(arch, arch)
+
+
+@pytest.mark.parametrize(
+    ("teacher_arch", "student_arch"),
+    [
+        ("distilbert", "bert"),  # the student's batch has token_type_ids, the teacher no segments
+        ("bert", "distilbert"),
+        ("gpt2", "bert"),  # GPT-2 would embed token_type_ids as tokens
+        ("bert", "gpt2"),
+        ("llama", "modernbert"),
+        ("deberta-v2", "roberta"),
+    ],
+)
+def test_kd_mixed_families_give_the_teacher_its_own_inputs(
+    teacher_arch: str, student_arch: str
+) -> None:
+    _distil_and_check(teacher_arch, student_arch)
+
+
+def _small_vocabulary_student() -> torch.nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=80,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
+    return BertForSequenceClassification(config)
+
+
+def test_kd_and_loyalty_refuse_a_teacher_with_another_vocabulary_before_step_one(
+    tmp_path: Path,
+) -> None:
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from loyalkit.callbacks import DistillationCallback, LoyaltyCallback
+
+    teacher = tiny_classifier("bert")  # 96 tokens
+    student = _small_vocabulary_student()
+    batch = tiny_batch("bert", rows=8)
+    batch["input_ids"] = batch["input_ids"] % 80
+    data = Dataset.from_dict({k: v.tolist() for k, v in batch.items()})
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, report_to="none", use_cpu=True, disable_tqdm=True
+    )
+    trainer = Trainer(
+        model=student,
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        callbacks=[DistillationCallback(teacher)],
+    )
+    with pytest.raises(ValueError, match="vocabulary of 96 tokens but the student .* has 80"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    with pytest.raises(ValueError, match="vocabulary of 96 tokens"):
+        LoyaltyCallback(teacher).attach(Trainer(model=student, args=args, eval_dataset=data))
+
+
+@pytest.mark.parametrize(
+    ("teacher_arch", "student_arch"), [("distilbert", "bert"), ("gpt2", "bert")]
+)
+def test_loyalty_callback_runs_a_teacher_of_another_family(
+    teacher_arch: str, student_arch: str, tmp_path: Path
+) -> None:
+    from datasets import Dataset
+    from scipy.spatial.distance import jensenshannon
+    from sklearn.metrics import accuracy_score
+    from transformers import Trainer, TrainingArguments
+
+    from loyalkit.callbacks import LoyaltyCallback
+
+    teacher = tiny_classifier(teacher_arch, seed=3)
+    student = tiny_classifier(student_arch, layers=2, seed=4)
+    batch = _with_segments(tiny_batch(student_arch, rows=8, seed=5))
+    data = Dataset.from_dict({k: v.tolist() for k, v in batch.items()})
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_eval_batch_size=8,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=student, args=args, eval_dataset=data)
+    LoyaltyCallback(teacher).attach(trainer)
+    metrics = trainer.evaluate()
+    own = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        teacher_logits = teacher(**own).logits.double()
+        student_logits = logits(student, batch).double()
+    assert metrics["eval_label_loyalty"] == pytest.approx(
+        accuracy_score(teacher_logits.argmax(-1).numpy(), student_logits.argmax(-1).numpy())
+    )
+    distance = jensenshannon(
+        teacher_logits.softmax(-1).numpy(), student_logits.softmax(-1).numpy(), axis=1
+    )
+    assert metrics["eval_probability_loyalty"] == pytest.approx(float((1 - distance).mean()))
