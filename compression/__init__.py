@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "find_module_replacement": "loyalkit.compression.module_replacement",
     "gradient_head_importance": "loyalkit.compression.head_importance",
     "head_gates": "loyalkit.compression.head_importance",
+    "head_weights": "loyalkit.compression.head_pruning",
     "hidden_state_loss": "loyalkit.compression.distillation",
     "is_fake_quantized": "loyalkit.compression.quantization",
     "layer_stack": "loyalkit.compression.architectures",
@@ -98,6 +99,7 @@ __all__ = [
     "find_module_replacement",
     "gradient_head_importance",
     "head_gates",
+    "head_weights",
     "hidden_state_loss",
     "is_fake_quantized",
     "layer_stack",
@@ -145,6 +147,7 @@ if TYPE_CHECKING:
     from loyalkit.compression.head_pruning import (
         HeadMap,
         attention_blocks,
+        head_weights,
         load_head_pruned,
         prune_heads,
         pruned_heads_from_config,
