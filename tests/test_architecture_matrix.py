@@ -451,3 +451,89 @@ def test_head_pruning_refuses_albert_by_name() -> None:
             match=r"AlbertForSequenceClassification \(albert\) shares.*supported families: bert",
         ):
             call()
+
+
+# ---------------------------------------------------------------- module replacement (BERT-of-Theseus)
+
+_LAYER_LISTS = {
+    "bert": "bert.encoder.layer",
+    "roberta": "roberta.encoder.layer",
+    "xlm-roberta": "roberta.encoder.layer",
+    "electra": "electra.encoder.layer",
+    "distilbert": "distilbert.transformer.layer",
+    "deberta-v2": "deberta.encoder.layer",
+    "modernbert": "model.layers",
+    "gpt2": "transformer.h",
+    "llama": "model.layers",
+    "qwen2": "model.layers",
+}
+
+
+def _hand_successor(arch: str, teacher: torch.nn.Module, sources: list[int]) -> torch.nn.Module:
+    """The teacher with only the ``sources`` layers, in order: cut by hand here."""
+    import copy
+
+    model = copy.deepcopy(teacher)
+    owner_path, _, attribute = _LAYER_LISTS[arch].rpartition(".")
+    owner = dict(model.named_modules())[owner_path]
+    layers = getattr(owner, attribute)
+    chosen = [layers[j] for j in sources]
+    if arch == "modernbert":  # every ModernBERT's first layer has no attention pre-norm
+        chosen[0].attn_norm = torch.nn.Identity()
+    setattr(owner, attribute, torch.nn.ModuleList(chosen))
+    model.config.num_hidden_layers = len(sources)  # Llama and Qwen2 slice by it
+    if isinstance(getattr(model.config, "layer_types", None), list):  # Qwen2 indexes it
+        model.config.layer_types = [model.config.layer_types[j] for j in sources]
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", _HEAD_PRUNABLE)
+def test_module_replacement_and_successor_export(arch: str, tmp_path: Path) -> None:
+    import copy
+
+    from transformers import AutoModelForSequenceClassification
+
+    from loyalkit.compression import export_successor, prepare_module_replacement
+
+    teacher = tiny_classifier(arch)
+    batch = tiny_batch(arch)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    hand = _hand_successor(arch, teacher, [1, 3])
+    expected = logits(hand, batch)
+    assert not torch.allclose(expected, logits(teacher, batch), atol=1e-5)
+
+    model = copy.deepcopy(teacher)
+    layers = prepare_module_replacement(model, 2, successor_init="every_kth", replacement_rate=1.0)
+    assert torch.allclose(logits(model, batch), expected, atol=1e-6)  # eval: the successor
+    layers.eval_with = "predecessor"
+    assert torch.allclose(logits(model, batch), logits(teacher, batch), atol=1e-6)
+    layers.eval_with = "successor"
+    model.train()  # dropout is off: the drawn path alone decides the output
+    assert torch.allclose(model(**inputs).logits, expected, atol=1e-6)
+    layers.replacement_rate = 0.0
+    assert torch.allclose(model(**inputs).logits, logits(teacher, batch), atol=1e-6)
+    # a training step moves only the successor layers
+    layers.replacement_rate = 0.5
+    layers.manual_seed(3)
+    model(**batch).loss.backward()
+    trained = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert trained and all(".successor." in n for n in trained)
+
+    student = export_successor(model.eval())
+    assert student.config.num_hidden_layers == 2
+    assert torch.allclose(logits(student, batch), expected, atol=1e-6)
+    student.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert torch.allclose(logits(reloaded, batch), expected, atol=1e-6)
+    if arch == "modernbert":  # layer 1 is local, layer 3 global: the successor keeps both kinds
+        assert reloaded.config.layer_types == ["sliding_attention", "full_attention"]
+
+
+def test_module_replacement_refuses_albert_by_name() -> None:
+    from loyalkit.compression import prepare_module_replacement
+
+    with pytest.raises(
+        ValueError,
+        match=r"module replacement needs one module per transformer layer.*\(albert\).*supported families: bert",
+    ):
+        prepare_module_replacement(tiny_classifier("albert"), 2)
