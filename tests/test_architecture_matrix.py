@@ -537,3 +537,81 @@ def test_module_replacement_refuses_albert_by_name() -> None:
         match=r"module replacement needs one module per transformer layer.*\(albert\).*supported families: bert",
     ):
         prepare_module_replacement(tiny_classifier("albert"), 2)
+
+
+def _trainer(model: torch.nn.Module, arch: str, tmp_path: Path, callbacks: list, steps: int = 2):  # type: ignore[no-untyped-def,type-arg]
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    batch = tiny_batch(arch, rows=16, seed=1)
+    data = Dataset.from_dict({k: v.tolist() for k, v in batch.items()})
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=steps,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    return Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_head_pruning_callback_in_a_trainer(arch: str, tmp_path: Path) -> None:
+    from loyalkit.callbacks import HeadPruningCallback
+    from loyalkit.compression import load_head_pruned, remaining_heads
+
+    model = tiny_classifier(arch).train()
+    trainer = _trainer(
+        model, arch, tmp_path, [HeadPruningCallback({1: 0.5}, importance="gradient")]
+    )
+    if arch == "albert":  # refused before the first step, naming the architecture
+        with pytest.raises(ValueError, match=r"\(albert\) shares.*supported families"):
+            trainer.train()
+        assert trainer.state.global_step == 0
+        return
+    trainer.train()
+    units = 2 if arch in ("llama", "qwen2") else 4
+    left = remaining_heads(model)
+    assert sum(len(heads) for heads in left) == 4 * units // 2  # half removed physically
+    # the output projections shrank to what is left (counted from the tensors)
+    modules = dict(model.named_modules())
+    width = 16 if arch in ("llama", "qwen2") else 8
+    for i, heads in enumerate(left):
+        weight = modules[_OUTPUT_PROJECTION[arch].format(i=i)].weight
+        assert weight.shape[0 if arch == "gpt2" else 1] == len(heads) * width
+    model.eval()
+    trainer.save_model(str(tmp_path / "pruned"))
+    reloaded = load_head_pruned(tmp_path / "pruned").eval()
+    batch = tiny_batch(arch)
+    assert torch.allclose(logits(reloaded, batch), logits(model, batch), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", _HEAD_PRUNABLE)
+def test_module_replacement_callback_trains_and_exports(arch: str, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from loyalkit.callbacks import ModuleReplacementCallback
+    from loyalkit.compression import ConstantReplacementSchedule, prepare_module_replacement
+
+    model = tiny_classifier(arch).train()
+    layers = prepare_module_replacement(model, 2)
+    predecessor = [p.detach().clone() for p in layers.predecessor_parameters()]
+    successor = [p.detach().clone() for p in layers.successor_parameters()]
+    callback = ModuleReplacementCallback(
+        ConstantReplacementSchedule(rate=0.5), seed=0, export_dir=str(tmp_path / "successor")
+    )
+    _trainer(model, arch, tmp_path, [callback], steps=3).train()
+    assert all(
+        torch.equal(a, b) for a, b in zip(predecessor, layers.predecessor_parameters(), strict=True)
+    )
+    assert any(
+        not torch.equal(a, b) for a, b in zip(successor, layers.successor_parameters(), strict=True)
+    )
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "successor").eval()
+    assert reloaded.config.num_hidden_layers == 2
+    batch = tiny_batch(arch)
+    assert torch.allclose(logits(reloaded, batch), logits(model.eval(), batch), atol=1e-6)
