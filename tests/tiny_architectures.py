@@ -155,10 +155,21 @@ _CLASSES = {
 }
 
 
-def tiny_classifier(arch: str, *, layers: int = LAYERS, seed: int = 0, num_labels: int = 2) -> Any:
+def tiny_classifier(
+    arch: str,
+    *,
+    layers: int = LAYERS,
+    seed: int = 0,
+    num_labels: int = 2,
+    vocab_size: int = VOCAB,
+    pad_token_id: int = 0,
+) -> Any:
     """A freshly initialised tiny ``...ForSequenceClassification`` of ``arch`` in eval mode."""
     config = _config(arch, layers)
     config.num_labels = num_labels
+    config.vocab_size = vocab_size
+    if arch in ("modernbert", "gpt2", "llama", "qwen2"):
+        config.pad_token_id = pad_token_id
     torch.manual_seed(seed)
     model = getattr(transformers, _CLASSES[arch])(config)
     return model.eval()
