@@ -46,6 +46,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -157,10 +158,12 @@ def _convert_conv1d(model: nn.Module) -> int:
     """Replace every transformers ``Conv1D`` by an ``nn.Linear`` holding the same parameters.
 
     The weight ``Parameter`` object is kept (its data transposed in place) so that an optimizer
-    built before this call keeps training it; forward results are unchanged.
+    built before this call keeps training it; forward results are unchanged. The model's
+    ``state_dict`` keeps writing (and ``load_state_dict`` reading) float weights in ``Conv1D``
+    layout, so checkpoints of a fake-quantized GPT-2 reload into a plain GPT-2.
     """
-    converted = 0
-    for parent in list(model.modules()):
+    converted: list[str] = []
+    for name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             if not is_conv1d(child):
                 continue
@@ -178,10 +181,32 @@ def _convert_conv1d(model: nn.Module) -> int:
             linear.weight = weight
             linear.bias = bias
             setattr(parent, child_name, linear)
-            converted += 1
+            converted.append(f"{name}.{child_name}.weight" if name else f"{child_name}.weight")
     if converted:
         model._loyalkit_conv1d_converted = True  # type: ignore[assignment]
-    return converted
+        keys = frozenset(converted)
+        model.register_state_dict_post_hook(partial(_save_in_conv1d_layout, keys))
+        model.register_load_state_dict_pre_hook(partial(_load_from_conv1d_layout, keys))
+    return len(converted)
+
+
+def _save_in_conv1d_layout(
+    keys: frozenset[str], module: nn.Module, state: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    for key in keys:
+        value = state.get(prefix + key)
+        # int8 weights (tensor subclasses) stay as they are: save_quantized refuses them anyway
+        if type(value) is torch.Tensor and value.dim() == 2:
+            state[prefix + key] = value.t().contiguous()
+
+
+def _load_from_conv1d_layout(
+    keys: frozenset[str], module: nn.Module, state: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    for key in keys:
+        value = state.get(prefix + key)
+        if type(value) is torch.Tensor and value.dim() == 2:
+            state[prefix + key] = value.t()
 
 
 def _check_everything_quantizable(model: nn.Module) -> None:

@@ -615,3 +615,22 @@ def test_module_replacement_callback_trains_and_exports(arch: str, tmp_path: Pat
     assert reloaded.config.num_hidden_layers == 2
     batch = tiny_batch(arch)
     assert torch.allclose(logits(reloaded, batch), logits(model.eval(), batch), atol=1e-6)
+
+
+def test_gpt2_fake_quantized_checkpoints_reload_into_plain_gpt2(tmp_path: Path) -> None:
+    from transformers import GPT2ForSequenceClassification
+
+    model = tiny_classifier("gpt2")
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = tiny_batch("gpt2")
+    prepare_qat(model)
+    fake = logits(model, batch)
+    model.save_pretrained(tmp_path)  # what every Trainer checkpoint does
+    reloaded = GPT2ForSequenceClassification.from_pretrained(tmp_path).eval()
+    state = reloaded.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in original.items())  # Conv1D layout, same values
+    # a resumed run: another prepared GPT-2 takes the checkpoint and computes the same
+    other = tiny_classifier("gpt2", seed=5)
+    prepare_qat(other)
+    other.load_state_dict(reloaded.state_dict())
+    assert torch.equal(logits(other, batch), fake)
