@@ -92,6 +92,9 @@ class HeadParts:
     output: Projection  # the attention output projection (its input columns run over units)
     unit_width: int  # columns of the output projection per unit
     set_count: Callable[[int], None]  # tells the module its new number of units
+    # transformers 4.x prunes these from config.pruned_heads itself (BERT layout, DistilBERT,
+    # GPT-2); for the others a config.pruned_heads would make 4.x's from_pretrained fail
+    transformers_prunes: bool = False
 
 
 def _set(module: nn.Module, **values: Callable[[int], int]) -> Callable[[int], None]:
@@ -130,6 +133,7 @@ def _bert_parts(layer: Any, config: Any) -> HeadParts:
             num_attention_heads=lambda u: u,
             all_head_size=lambda u: u * size,
         ),
+        transformers_prunes=names[0] == "query",
     )
 
 
@@ -141,7 +145,9 @@ def _distilbert_parts(layer: Any, config: Any) -> HeadParts:
         tuple(Projection(attention, n, size) for n in ("q_lin", "k_lin", "v_lin")),
         Projection(attention, "out_lin", size, output_side=False),
         size,
-        _set(attention, n_heads=lambda u: u),
+        # transformers 4.x derives the head size from dim / n_heads in forward
+        _set(attention, n_heads=lambda u: u, dim=lambda u: u * size),
+        transformers_prunes=True,
     )
 
 
@@ -153,7 +159,8 @@ def _modernbert_parts(layer: Any, config: Any) -> HeadParts:
         (Projection(attention, "Wqkv", size, sections=3),),
         Projection(attention, "Wo", size, output_side=False),
         size,
-        _set(attention),
+        # transformers 4.x reshapes by num_heads and all_head_size in forward
+        _set(attention, num_heads=lambda u: u, all_head_size=lambda u: u * size),
     )
 
 
@@ -168,6 +175,7 @@ def _gpt2_parts(layer: Any, config: Any) -> HeadParts:
         Projection(attention, "c_proj", size, output_side=False),
         size,
         _set(attention, num_heads=lambda u: u, split_size=lambda u: u * size),
+        transformers_prunes=True,
     )
 
 
@@ -184,7 +192,7 @@ def _llama_parts(layer: Any, config: Any) -> HeadParts:
         ),
         Projection(attention, "o_proj", size * per_group, output_side=False),
         size * per_group,
-        _set(attention),
+        _set(attention),  # its forward infers the head counts from the tensor shapes
     )
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "head_weights",
     "load_head_pruned",
     "prune_heads",
+    "OWN_CONFIG_KEY",
     "pruned_heads_from_config",
     "remaining_heads",
     "select_heads_to_prune",
@@ -113,9 +114,23 @@ def remaining_heads(model: nn.Module) -> list[list[int]]:
     return result
 
 
+OWN_CONFIG_KEY = "loyalkit_pruned_heads"
+"""Where the removed heads are recorded for families transformers 4.x cannot prune itself
+(DeBERTa, ModernBERT, Llama, Qwen2): a ``config.pruned_heads`` would make its ``from_pretrained``
+fail. BERT-layout encoders, DistilBERT and GPT-2 use ``config.pruned_heads``."""
+
+
+def _config_key(model: nn.Module) -> str:
+    own = not all(parts.transformers_prunes for parts in head_parts(model))
+    return OWN_CONFIG_KEY if own else "pruned_heads"
+
+
 def pruned_heads_from_config(config: Any) -> HeadMap:
-    """``config.pruned_heads`` with integer keys (JSON turns them into strings), sorted, no empties."""
-    raw = getattr(config, "pruned_heads", None) or {}
+    """The removed heads a config records (``pruned_heads`` or ``loyalkit_pruned_heads``).
+
+    Integer keys (JSON turns them into strings), sorted, no empties.
+    """
+    raw = getattr(config, "pruned_heads", None) or getattr(config, OWN_CONFIG_KEY, None) or {}
     heads = {int(layer): sorted({int(h) for h in hs}) for layer, hs in dict(raw).items()}
     return {layer: hs for layer, hs in sorted(heads.items()) if hs}
 
@@ -181,7 +196,7 @@ def prune_heads(model: PreTrainedModel, heads: Mapping[int, Iterable[int]]) -> P
     recorded = pruned_heads_from_config(model.config)
     for layer, layer_heads in checked.items():
         recorded[layer] = sorted(set(recorded.get(layer, [])) | set(layer_heads))
-    model.config.pruned_heads = dict(sorted(recorded.items()))
+    setattr(model.config, _config_key(model), dict(sorted(recorded.items())))
     return model
 
 
@@ -347,8 +362,9 @@ def load_head_pruned(
             f"(not an Auto class), or None to use config.architectures; got {model_class!r}"
         )
     heads = pruned_heads_from_config(config)
-    if not heads or hasattr(PreTrainedModel, "prune_heads"):  # 4.x: from_pretrained prunes
-        return model_class.from_pretrained(path, **kwargs)
+    by_transformers = bool(getattr(config, "pruned_heads", None))
+    if not heads or (by_transformers and hasattr(PreTrainedModel, "prune_heads")):
+        return model_class.from_pretrained(path, **kwargs)  # 4.x prunes config.pruned_heads
 
     base_class = model_class
 
@@ -364,7 +380,7 @@ def load_head_pruned(
     _HeadPrunedOnInit.__qualname__ = base_class.__qualname__
     model = _HeadPrunedOnInit.from_pretrained(path, **kwargs)
     model.__class__ = base_class  # same modules and state; only the loading step differed
-    model.config.pruned_heads = pruned_heads_from_config(model.config)
+    setattr(model.config, _config_key(model), pruned_heads_from_config(model.config))
     return model
 
 

@@ -178,6 +178,15 @@ class ReplaceableBlock(nn.Module):
         self.is_last = False
         self.successor_offset = 0  # index of its first successor layer in the successor model
 
+    @property
+    def attention_type(self) -> Any:
+        """The layers' common kind, for loops that read it from each layer (Qwen2 on 4.x)."""
+        kinds = {getattr(layer, "attention_type", None) for layer in self.predecessor}
+        kinds |= {getattr(layer, "attention_type", None) for layer in self.successor}
+        if len(kinds) != 1 or None in kinds:
+            raise AttributeError("attention_type")
+        return kinds.pop()
+
     def uses_successor(self) -> bool:
         """Draw the path for one forward pass (training) or return the eval path."""
         if not self.training:
@@ -218,17 +227,24 @@ class ModuleReplacementLayers(nn.ModuleList):
         # config.layer_types of the layers yielded so far in this forward (Qwen2 indexes it by loop
         # position); see _DrawnLayerTypes.
         self.drawn_types: list[Any] = []
+        # Set when the layers are of several kinds (config.layer_types): see __iter__.
+        self.flatten = False
         self.register_state_dict_post_hook(_save_as_successor_layout)
         self.register_load_state_dict_pre_hook(_load_from_successor_layout)
 
     def __iter__(self) -> Iterator[nn.Module]:
-        """The layers of one forward pass: each block's drawn path, block by block.
+        """The blocks; with :attr:`flatten`, the layers of one forward pass instead.
 
-        The model's own loop then calls every layer itself, with the arguments it prepares for that
-        layer (ModernBERT and Qwen2 pick the attention mask and rotary embedding by each layer's
-        ``attention_type``, so a block of global and local layers cannot be called as one). Each
-        block draws once, in block order, when the loop reaches it.
+        Flattened, each block's drawn path is yielded layer by layer, so the model's own loop calls
+        every layer with the arguments it prepares for that layer: ModernBERT and Qwen2 on
+        transformers 5 pick the attention mask (and rotary embedding) by each layer's kind, so a
+        block of global and local layers cannot be called as one. Each block draws once, in block
+        order, when the loop reaches it. Otherwise the blocks are called like layers, which suits
+        loops that index per-layer lists by position (transformers 4.x's ``head_mask``).
         """
+        if not self.flatten:
+            yield from self._modules.values()
+            return
         if self._grad_hook is not None:
             self._grad_hook.remove()
             self._grad_hook = None
@@ -259,10 +275,12 @@ class ModuleReplacementLayers(nn.ModuleList):
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             # Llama and Qwen2 loop over `layers[: config.num_hidden_layers]`: the whole drawn path.
+            if not self.flatten:
+                return nn.ModuleList(list(self._modules.values())[index])
             whole = index.stop is None or index.stop >= len(self)
             if index.start in (None, 0) and index.step in (None, 1) and whole:
                 return list(iter(self))
-            raise IndexError("a ModuleReplacementLayers can only be sliced as a whole")
+            raise IndexError("a flattened ModuleReplacementLayers can only be sliced as a whole")
         return super().__getitem__(index)
 
     @property
@@ -502,6 +520,7 @@ def prepare_module_replacement(
             f"num_modules={modules} must divide num_successor_layers={num_successor_layers}"
         )
     sources = _successor_sources(successor_init, num_layers, num_successor_layers)
+    _check_attention_pattern(model, sources)
     if eval_with not in ("successor", "predecessor"):
         raise ValueError(f"eval_with must be 'successor' or 'predecessor', got {eval_with!r}")
     rate = _check_rate("replacement_rate", replacement_rate)
@@ -538,14 +557,45 @@ def prepare_module_replacement(
         for block in blocks:
             for layer, j in zip(block.successor, _block_sources(block, sources), strict=True):
                 setattr(layer, _LAYER_TYPE, layer_types[j])
-        config.layer_types = _DrawnLayerTypes(
-            [layer_types[j] for j in sources], replacement.drawn_types, list(layer_types)
+        successor_types = [layer_types[j] for j in sources]
+        replacement.flatten = len(set(layer_types)) > 1
+        config.layer_types = (
+            _DrawnLayerTypes(successor_types, replacement.drawn_types, list(layer_types))
+            if replacement.flatten
+            else successor_types
         )
     if getattr(config, "use_cache", False):
         # Predecessor and successor layers share layer indices; a classifier needs no cache.
         replacement.use_cache = True
         config.use_cache = False
     return replacement
+
+
+def _check_attention_pattern(model: nn.Module, sources: list[int]) -> None:
+    """Refuse a successor whose global/local layers the model's config cannot describe.
+
+    transformers 5 records each layer's kind in ``config.layer_types``, which the successor gets.
+    ModernBERT on transformers 4.x derives it from the position (``layer_id %
+    global_attn_every_n_layers``), so a copied layer must land on a position of its own kind.
+    """
+    config: Any = model.config
+    every = getattr(config, "global_attn_every_n_layers", None)
+    if (
+        not isinstance(every, int)
+        or every < 1
+        or isinstance(getattr(config, "layer_types", None), list)
+    ):
+        return
+    wrong = [(i, j) for i, j in enumerate(sources) if (i % every == 0) != (j % every == 0)]
+    if wrong:
+        i, j = wrong[0]
+        raise ValueError(
+            f"successor_init: {type(model).__name__} layer {j} would become successor layer {i}, "
+            f"but with global_attn_every_n_layers={every} one is global and the other local "
+            "attention, and this transformers version derives that from the position; pick "
+            "sources of the same kind (successor_init='bottom' always does) or use transformers 5, "
+            "whose config.layer_types records each layer's kind"
+        )
 
 
 def _block_sources(block: ReplaceableBlock, sources: list[int]) -> list[int]:
