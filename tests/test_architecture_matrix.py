@@ -105,6 +105,17 @@ def test_scheduled_magnitude_pruning_in_a_trainer(arch: str, tmp_path: Path) -> 
     assert _zero_share(weights) == pytest.approx(0.6, abs=1e-3)
 
 
+def test_magnitude_pruning_without_a_layer_list_names_the_fix() -> None:
+    from torch import nn
+
+    with pytest.raises(
+        ValueError, match=r"Sequential: no list of transformer layers.*module_pattern"
+    ):
+        magnitude_prune(nn.Sequential(nn.Linear(4, 4)), 0.5)
+    masks = magnitude_prune(nn.Sequential(nn.Linear(4, 4)), 0.5, module_pattern="0")
+    assert list(masks.masks) == ["0.weight"]
+
+
 # ---------------------------------------------------------------- int8 PTQ and QAT
 
 
@@ -146,7 +157,7 @@ def test_int8_ptq_quantizes_every_block_weight(arch: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_int8_qat_fake_quantizes_and_converts_every_block_weight(arch: str) -> None:
+def test_int8_qat_fake_quantizes_and_converts_every_block_weight(arch: str, tmp_path: Path) -> None:
     from torchao.quantization.qat import FakeQuantizedLinear
 
     model = tiny_classifier(arch)
@@ -166,7 +177,15 @@ def test_int8_qat_fake_quantizes_and_converts_every_block_weight(arch: str) -> N
     result = convert_qat(model)
     assert result.block_weight_share == 1.0
     assert _float_block_weights(model, names) == []
-    assert torch.allclose(logits(model, batch), fake, atol=0.05)
+    converted = logits(model, batch)
+    assert torch.allclose(converted, fake, atol=0.05)
+    if arch == "gpt2":  # see test_int8_ptq_quantizes_every_block_weight
+        return
+    from transformers import AutoModelForSequenceClassification
+
+    save_quantized(model, tmp_path / "qat")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "qat")
+    assert torch.allclose(logits(reloaded, batch), converted, atol=1e-5)
 
 
 def test_int8_refuses_a_model_whose_layers_it_cannot_quantize() -> None:
