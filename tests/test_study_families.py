@@ -17,7 +17,7 @@ import torch
 from sklearn.metrics import accuracy_score
 from study_helpers import LABEL_NAMES, read_split, write_split
 from tiny_architectures import tiny_classifier
-from tiny_bert import tiny_tokenizer
+from tiny_bert import write_vocab
 
 from loyalkit.study.config import StudyConfig
 from loyalkit.study.measure import load_student
@@ -30,10 +30,20 @@ def _one_thread() -> None:
 
 
 def _write_teacher(folder: Path, arch: str, train_file: Path) -> None:
+    from transformers import BertTokenizerFast
+
     folder.mkdir(parents=True)
-    tokenizer = tiny_tokenizer(folder)
-    # Only BERT-style encoders read segments; a decoder would embed token_type_ids as tokens.
-    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    vocab = str(write_vocab(folder))
+    # Only BERT-style encoders read segments (a decoder would embed token_type_ids as tokens), so
+    # the tokenizer leaves them out, as DistilBERT's, GPT-2's and Llama's own tokenizers do; an
+    # init argument, so that transformers 4.57 saves it too.
+    tokenizer = BertTokenizerFast(
+        vocab_file=vocab,
+        vocab=vocab,
+        model_max_length=64,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    assert tokenizer.convert_tokens_to_ids("movie") != tokenizer.unk_token_id
     tokenizer.save_pretrained(folder)
     model = tiny_classifier(
         arch, layers=2, seed=1, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id
