@@ -190,13 +190,23 @@ def _convert_conv1d(model: nn.Module) -> int:
     return len(converted)
 
 
+_CONVERTED_INT8 = (
+    "its Conv1D layers (GPT-2) were turned into nn.Linear to be quantized and its class rebuilds "
+    "Conv1D on loading, so the int8 weights cannot be saved (nor its state_dict taken): save the "
+    "float model and quantize after loading"
+)
+
+
 def _save_in_conv1d_layout(
     keys: frozenset[str], module: nn.Module, state: dict[str, Any], prefix: str, *args: Any
 ) -> None:
     for key in keys:
         value = state.get(prefix + key)
-        # int8 weights (tensor subclasses) stay as they are: save_quantized refuses them anyway
-        if type(value) is torch.Tensor and value.dim() == 2:
+        if value is None:
+            continue
+        if type(value) is not torch.Tensor:  # int8: a plain save_pretrained would fail obscurely
+            raise ValueError(_CONVERTED_INT8)
+        if value.dim() == 2:
             state[prefix + key] = value.t().contiguous()
 
 
@@ -439,11 +449,7 @@ def convert_qat(model: nn.Module) -> Int8Quantization:
 def _check_saveable(model: nn.Module) -> Any:
     """The quantizer that ``save_pretrained`` consults, or a ValueError if there is none."""
     if getattr(model, "_loyalkit_conv1d_converted", False):
-        raise ValueError(
-            f"`model` ({type(model).__name__}) had its Conv1D layers turned into nn.Linear to be "
-            "quantized; its class rebuilds Conv1D on loading, so the int8 weights cannot be saved "
-            "with save_pretrained: save the float model and quantize after loading"
-        )
+        raise ValueError(f"`model` ({type(model).__name__}): {_CONVERTED_INT8}")
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is None or not callable(getattr(model, "save_pretrained", None)):
         raise ValueError(
