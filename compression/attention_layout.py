@@ -15,6 +15,17 @@ output projection, input columns) run over units, possibly fused (``[q | k | v]`
 XLM-RoBERTa, ELECTRA (and other BERT-layout encoders), DistilBERT, DeBERTa-v2/v3, ModernBERT,
 GPT-2, Llama, Qwen2 (and Llama-layout decoders: Mistral, ...). ALBERT shares one attention module
 across all layers and is refused.
+
+Example:
+    >>> from transformers import LlamaConfig, LlamaForSequenceClassification
+    >>> model = LlamaForSequenceClassification(LlamaConfig(
+    ...     vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...     num_attention_heads=4, num_key_value_heads=2, pad_token_id=0))
+    >>> num_units(model)  # two key/value groups of two query heads each
+    2
+    >>> parts = head_parts(model)[0]
+    >>> [p.name for p in parts.projections], parts.output.name, parts.unit_width
+    (['q_proj', 'k_proj', 'v_proj'], 'o_proj', 16)
 """
 
 from __future__ import annotations
