@@ -39,7 +39,14 @@ from torch import nn
 
 from loyalkit.compression.architectures import is_conv1d, per_layer_stack
 
-__all__ = ["HEAD_PRUNING_FAMILIES", "HeadParts", "Projection", "head_parts", "num_units"]
+__all__ = [
+    "HEAD_PRUNING_FAMILIES",
+    "ORIGINAL_UNITS_KEY",
+    "HeadParts",
+    "Projection",
+    "head_parts",
+    "num_units",
+]
 
 HEAD_PRUNING_FAMILIES = (
     "bert",
@@ -106,6 +113,8 @@ class HeadParts:
     # transformers 4.x prunes these from config.pruned_heads itself (BERT layout, DistilBERT,
     # GPT-2); for the others a config.pruned_heads would make 4.x's from_pretrained fail
     transformers_prunes: bool = False
+    # the config's head counts (with an explicit head_dim) can describe fewer heads (Llama layout)
+    config_describes_counts: bool = False
 
 
 def _set(module: nn.Module, **values: Callable[[int], int]) -> Callable[[int], None]:
@@ -116,9 +125,16 @@ def _set(module: nn.Module, **values: Callable[[int], int]) -> Callable[[int], N
     return apply
 
 
+ORIGINAL_UNITS_KEY = "loyalkit_original_heads"
+"""Set on a config that describes a uniformly head-pruned Llama-layout model (see head_pruning)."""
+
+
 def num_units(model: nn.Module) -> int:
     """Units per layer in the original model: heads, or key/value groups under grouped-query attention."""
     config: Any = getattr(model, "config", None)
+    original = getattr(config, ORIGINAL_UNITS_KEY, None)
+    if isinstance(original, int):
+        return original
     heads = int(config.num_attention_heads)
     kv = getattr(config, "num_key_value_heads", None)
     return int(kv) if isinstance(kv, int) and 0 < kv < heads else heads
@@ -204,6 +220,8 @@ def _llama_parts(layer: Any, config: Any) -> HeadParts:
         Projection(attention, "o_proj", size * per_group, output_side=False),
         size * per_group,
         _set(attention),  # its forward infers the head counts from the tensor shapes
+        # Llama, Qwen2, Mistral read getattr(config, "head_dim", hidden_size // heads)
+        config_describes_counts=True,
     )
 
 

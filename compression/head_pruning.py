@@ -41,7 +41,13 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
-from loyalkit.compression.attention_layout import HeadParts, cut, head_parts, num_units
+from loyalkit.compression.attention_layout import (
+    ORIGINAL_UNITS_KEY,
+    HeadParts,
+    cut,
+    head_parts,
+    num_units,
+)
 
 __all__ = [
     "HeadMap",
@@ -197,7 +203,37 @@ def prune_heads(model: PreTrainedModel, heads: Mapping[int, Iterable[int]]) -> P
     for layer, layer_heads in checked.items():
         recorded[layer] = sorted(set(recorded.get(layer, [])) | set(layer_heads))
     setattr(model.config, _config_key(model), dict(sorted(recorded.items())))
+    _describe_counts(model)
     return model
+
+
+def _describe_counts(model: nn.Module) -> None:
+    """Let the config describe a Llama-layout model whose layers all kept the same number of groups.
+
+    Its ``num_key_value_heads`` / ``num_attention_heads`` then count what is left (``head_dim`` is
+    explicit), so a plain ``from_pretrained`` builds the smaller model; ``loyalkit_original_heads``
+    keeps the original count for the original head indices. Uneven layers keep the original counts
+    (reload with :func:`load_head_pruned`).
+    """
+    parts = head_parts(model)
+    if not all(p.config_describes_counts for p in parts):
+        return
+    config: Any = model.config
+    original = num_units(model)
+    per_group = int(config.num_attention_heads) // int(config.num_key_value_heads)
+    removed = pruned_heads_from_config(config)
+    kept = {original - len(removed.get(layer, [])) for layer in range(len(parts))}
+    units = kept.pop() if len(kept) == 1 else original
+    setattr(config, ORIGINAL_UNITS_KEY, original)
+    if not isinstance(getattr(config, "head_dim", None), int):  # else derived from the counts
+        config.head_dim = int(parts[0].module.head_dim)
+    config.num_key_value_heads = units
+    config.num_attention_heads = units * per_group
+
+
+def _counts_described(config: Any) -> bool:
+    original = getattr(config, ORIGINAL_UNITS_KEY, None)
+    return isinstance(original, int) and int(config.num_key_value_heads) != original
 
 
 def _output_slice(parts: HeadParts, head: int, num_heads: int) -> tuple[int, slice]:
@@ -365,6 +401,11 @@ def load_head_pruned(
     by_transformers = bool(getattr(config, "pruned_heads", None))
     if not heads or (by_transformers and hasattr(PreTrainedModel, "prune_heads")):
         return model_class.from_pretrained(path, **kwargs)  # 4.x prunes config.pruned_heads
+    if _counts_described(config):  # the config builds the smaller model; record what is gone
+        model = model_class.from_pretrained(path, **kwargs)
+        for layer, layer_heads in heads.items():
+            head_parts(model)[layer].module.pruned_heads = set(layer_heads)
+        return model
 
     base_class = model_class
 

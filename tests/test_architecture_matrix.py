@@ -663,3 +663,37 @@ def test_gpt2_fake_quantized_checkpoints_reload_into_plain_gpt2(tmp_path: Path) 
     prepare_qat(other)
     other.load_state_dict(reloaded.state_dict())
     assert torch.equal(logits(other, batch), fake)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_uniform_group_pruning_reloads_with_plain_from_pretrained(
+    arch: str, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from loyalkit.compression import (
+        gradient_head_importance,
+        load_head_pruned,
+        prune_heads,
+        remaining_heads,
+        select_heads_to_prune,
+    )
+
+    model = tiny_classifier(arch)
+    batch = tiny_batch(arch)
+    groups = select_heads_to_prune(gradient_head_importance(model, [batch]), 0.5, scope="layer")
+    assert all(len(g) == 1 for g in groups.values()) and len(groups) == 4  # 1 of 2 per layer
+    reference = tiny_classifier(arch)
+    _silence_by_hand(arch, reference, groups)
+    prune_heads(model, groups)
+    after = logits(model, batch)
+    assert torch.allclose(after, logits(reference, batch), atol=1e-5)
+    # the config now describes the smaller model: 1 key/value head, 2 query heads, head_dim 8
+    assert (model.config.num_key_value_heads, model.config.num_attention_heads) == (1, 2)
+    model.save_pretrained(tmp_path)
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert plain.model.layers[0].self_attn.k_proj.out_features == 8
+    assert torch.allclose(logits(plain, batch), after, atol=1e-6)
+    loaded = load_head_pruned(tmp_path).eval()  # the same, with the original indices recorded
+    assert remaining_heads(loaded) == remaining_heads(model)
+    assert torch.allclose(logits(loaded, batch), after, atol=1e-6)
