@@ -107,18 +107,14 @@ def _model_conflict(callback: TrainerCallback, model: nn.Module | None) -> str |
 def _pruned_weight_ids(callback: Any, model: nn.Module | None) -> dict[int, str]:
     """``id(weight) -> name`` of the weights a magnitude or head pruning callback changes."""
     from loyalkit.callbacks.head_pruning import HeadPruningCallback
-    from loyalkit.compression.head_pruning import attention_blocks
+    from loyalkit.compression.head_pruning import head_weights
     from loyalkit.compression.magnitude_pruning import prunable_weights
 
     if model is None:
         return {}
     names = {id(p): name for name, p in model.named_parameters()}
     if isinstance(callback, HeadPruningCallback):
-        weights = [
-            linear.weight
-            for block in attention_blocks(model)
-            for linear in (block.self.query, block.self.key, block.self.value, block.output.dense)
-        ]
+        weights = head_weights(model)
     else:
         weights = list(prunable_weights(model, callback.module_pattern).values())
     return {id(weight): names.get(id(weight), "?") for weight in weights}

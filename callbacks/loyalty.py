@@ -31,7 +31,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from loyalkit.compression.distillation import check_same_vocabulary, teacher_inputs
 from loyalkit.metrics import loyalty
 
 __all__ = ["LOYALTY_METRICS", "LoyaltyCallback"]
@@ -134,6 +135,7 @@ class LoyaltyCallback(TrainerCallback):
             raise ValueError(
                 "LoyaltyCallback needs the student's eval logits: set `prediction_loss_only=False`"
             )
+        check_same_vocabulary(self.teacher, cast(nn.Module, trainer.model))
         student_labels, teacher_labels = _num_labels(trainer.model), _num_labels(self.teacher)
         if None not in (student_labels, teacher_labels) and student_labels != teacher_labels:
             raise ValueError(
@@ -215,11 +217,17 @@ class LoyaltyCallback(TrainerCallback):
         gather = trainer.accelerator.gather_for_metrics
         logits, labels = [], []
         for batch in dataloader:
-            inputs = {
-                k: v.to(device)
-                for k, v in batch.items()
-                if k not in label_names and isinstance(v, torch.Tensor)
-            }
+            # Only what the teacher's forward reads the same way (mixed families: no
+            # token_type_ids for DistilBERT or GPT-2).
+            inputs = teacher_inputs(
+                teacher,
+                {
+                    k: v.to(device)
+                    for k, v in batch.items()
+                    if k not in label_names and isinstance(v, torch.Tensor)
+                },
+                trainer.model,
+            )
             outputs = teacher(**inputs)
             batch_logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
             logits.append(gather(batch_logits.float()).cpu().numpy())

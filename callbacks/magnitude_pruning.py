@@ -1,7 +1,7 @@
 """Magnitude pruning on a schedule inside a plain ``transformers.Trainer``.
 
 A thin adapter over :mod:`loyalkit.compression.magnitude_pruning`: after optimizer step ``t`` the
-encoder's Linear weights have the schedule's sparsity ``s(t)``. Masks are recomputed from the
+transformer layers' weight matrices (nn.Linear and Conv1D, every family) have the schedule's sparsity ``s(t)``. Masks are recomputed from the
 current weights when ``s(t)`` changes and re-applied after every optimizer step
 (``on_optimizer_step`` fires right after ``optimizer.step()``), so evaluation, logs and every
 checkpoint see the pruned model; checkpoints hold plain ``weight`` tensors and reload with
@@ -67,13 +67,13 @@ def _as_schedule(schedule: SparsitySchedule | Mapping[str, Any]) -> SparsitySche
 
 
 class MagnitudePruningCallback(TrainerCallback, ExportableState):
-    """Prune the encoder's Linear weights by magnitude to ``schedule.sparsity_at(global_step)``.
+    """Prune the transformer layers' weight matrices by magnitude to ``schedule.sparsity_at(global_step)``.
 
     Args:
         schedule: a ``OneShotSchedule``, ``LinearSchedule`` or ``CubicSchedule`` (or the dict
             ``schedule_to_dict`` makes of one, which is how the state is restored).
         scope: ``"layer"`` (each tensor to the target) or ``"global"`` (one threshold over all).
-        module_pattern: a regular expression over module names choosing other ``nn.Linear``
+        module_pattern: a regular expression over module names choosing other ``nn.Linear`` or ``Conv1D``
             layers than the encoder's (see ``loyalkit.compression.prunable_weights``).
     """
 

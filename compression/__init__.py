@@ -1,7 +1,8 @@
 """What is done to a model: plain PyTorch and transformers model classes, no Trainer.
 
 Each method lives in its own module (``magnitude_pruning``, ``sparsity_schedules``, ``head_pruning``,
-``head_importance``, ``distillation``, ``module_replacement``, ``quantization``); the names below are
+``head_importance``, ``distillation``, ``module_replacement``, ``quantization``; ``architectures``
+finds each family's transformer layers); the names below are
 re-exported lazily, so ``import loyalkit.compression`` costs nothing until a name is used (torchao,
 for one, is slow to import).
 """
@@ -30,16 +31,22 @@ _EXPORTS: dict[str, str] = {
     "ReplacementSchedule": "loyalkit.compression.module_replacement",
     "SparsitySchedule": "loyalkit.compression.sparsity_schedules",
     "TeacherLogitCache": "loyalkit.compression.distillation",
+    "LayerStack": "loyalkit.compression.architectures",
     "attention_blocks": "loyalkit.compression.head_pruning",
+    "block_weight_modules": "loyalkit.compression.architectures",
+    "block_weight_share": "loyalkit.compression.quantization",
     "check_layer_map": "loyalkit.compression.distillation",
+    "check_same_vocabulary": "loyalkit.compression.distillation",
     "convert_qat": "loyalkit.compression.quantization",
     "distillation_loss": "loyalkit.compression.distillation",
     "export_successor": "loyalkit.compression.module_replacement",
     "find_module_replacement": "loyalkit.compression.module_replacement",
     "gradient_head_importance": "loyalkit.compression.head_importance",
     "head_gates": "loyalkit.compression.head_importance",
+    "head_weights": "loyalkit.compression.head_pruning",
     "hidden_state_loss": "loyalkit.compression.distillation",
     "is_fake_quantized": "loyalkit.compression.quantization",
+    "layer_stack": "loyalkit.compression.architectures",
     "load_head_pruned": "loyalkit.compression.head_pruning",
     "logit_kd_loss": "loyalkit.compression.distillation",
     "magnitude_head_importance": "loyalkit.compression.head_importance",
@@ -58,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "sparsity": "loyalkit.compression.magnitude_pruning",
     "sparsity_per_tensor": "loyalkit.compression.magnitude_pruning",
     "supports_safetensors": "loyalkit.compression.quantization",
+    "teacher_inputs": "loyalkit.compression.distillation",
     "zero_head_outputs": "loyalkit.compression.head_pruning",
     "zeroed_heads": "loyalkit.compression.head_pruning",
 }
@@ -79,16 +87,22 @@ __all__ = [
     "ReplacementSchedule",
     "SparsitySchedule",
     "TeacherLogitCache",
+    "LayerStack",
     "attention_blocks",
+    "block_weight_modules",
+    "block_weight_share",
     "check_layer_map",
+    "check_same_vocabulary",
     "convert_qat",
     "distillation_loss",
     "export_successor",
     "find_module_replacement",
     "gradient_head_importance",
     "head_gates",
+    "head_weights",
     "hidden_state_loss",
     "is_fake_quantized",
+    "layer_stack",
     "load_head_pruned",
     "logit_kd_loss",
     "magnitude_head_importance",
@@ -107,19 +121,23 @@ __all__ = [
     "sparsity",
     "sparsity_per_tensor",
     "supports_safetensors",
+    "teacher_inputs",
     "zero_head_outputs",
     "zeroed_heads",
 ]
 
 if TYPE_CHECKING:
+    from loyalkit.compression.architectures import LayerStack, block_weight_modules, layer_stack
     from loyalkit.compression.distillation import (
         DistillationConfig,
         Distiller,
         TeacherLogitCache,
         check_layer_map,
+        check_same_vocabulary,
         distillation_loss,
         hidden_state_loss,
         logit_kd_loss,
+        teacher_inputs,
     )
     from loyalkit.compression.head_importance import (
         gradient_head_importance,
@@ -129,6 +147,7 @@ if TYPE_CHECKING:
     from loyalkit.compression.head_pruning import (
         HeadMap,
         attention_blocks,
+        head_weights,
         load_head_pruned,
         prune_heads,
         pruned_heads_from_config,
@@ -159,6 +178,7 @@ if TYPE_CHECKING:
     )
     from loyalkit.compression.quantization import (
         Int8Quantization,
+        block_weight_share,
         convert_qat,
         is_fake_quantized,
         prepare_qat,

@@ -43,13 +43,100 @@ __all__ = [
     "Distiller",
     "TeacherLogitCache",
     "check_layer_map",
+    "check_same_vocabulary",
     "distillation_loss",
     "hidden_state_loss",
     "logit_kd_loss",
+    "teacher_inputs",
 ]
 
-# The inputs a teacher of the same tokenizer understands; `labels` and loss kwargs stay with the student.
-_TEACHER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+def _forward_parameters(model: nn.Module) -> set[str] | None:
+    """The names ``model.forward`` declares; None for a wrapper that takes only ``**kwargs``.
+
+    Names a transformers model would swallow through ``**kwargs`` are not declared, so they are
+    left out; a forward without ``input_ids`` but with ``**kwargs`` passes its inputs on unseen.
+    """
+    parameters = inspect.signature(model.forward).parameters
+    named = {
+        name
+        for name, parameter in parameters.items()
+        if parameter.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return None if takes_kwargs and "input_ids" not in named else named
+
+
+_CANDIDATE_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+def _config_value(model: nn.Module | None, name: str) -> Any:
+    return getattr(getattr(model, "config", None), name, None)
+
+
+def check_same_vocabulary(teacher: nn.Module, student: nn.Module) -> None:
+    """Refuse a teacher whose vocabulary size differs from the student's (``config.vocab_size``).
+
+    The teacher reads the student's token ids: with another vocabulary they name other tokens (or
+    none: an ``IndexError`` deep in the embedding). Models without ``config.vocab_size`` pass.
+    """
+    sizes = _config_value(teacher, "vocab_size"), _config_value(student, "vocab_size")
+    if None not in sizes and sizes[0] != sizes[1]:
+        raise ValueError(
+            f"`teacher` ({type(teacher).__name__}) has a vocabulary of {sizes[0]} tokens but the "
+            f"student ({type(student).__name__}) has {sizes[1]}: the teacher would read the "
+            "student's token ids as other tokens; use a teacher and a student that share one "
+            "tokenizer"
+        )
+
+
+def teacher_inputs(
+    teacher: nn.Module, inputs: Mapping[str, Any], student: nn.Module | None = None
+) -> dict[str, Any]:
+    """The part of a student's batch that ``teacher``'s forward accepts and reads the same way.
+
+    ``input_ids`` and ``attention_mask`` when the teacher's forward declares them;
+    ``token_type_ids`` only for a teacher with segment embeddings (``config.type_vocab_size`` > 0:
+    GPT-2 would embed them as tokens, DistilBERT has none), and an error if the ids exceed its
+    segment vocabulary; ``position_ids`` only for a teacher of the student's own family (RoBERTa, for
+    one, offsets its positions by the padding index). Labels and loss arguments are never passed.
+
+    Example:
+        >>> import torch
+        >>> from transformers import DistilBertConfig, DistilBertForSequenceClassification
+        >>> teacher = DistilBertForSequenceClassification(DistilBertConfig(
+        ...     vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32))
+        >>> batch = {"input_ids": torch.tensor([[2, 5]]), "token_type_ids": torch.tensor([[0, 0]]),
+        ...          "labels": torch.tensor([1])}
+        >>> sorted(teacher_inputs(teacher, batch))
+        ['input_ids']
+    """
+    declared = _forward_parameters(teacher)
+    accepted = set(_CANDIDATE_INPUTS) if declared is None else declared
+    chosen: dict[str, Any] = {
+        name: inputs[name]
+        for name in ("input_ids", "attention_mask")
+        if inputs.get(name) is not None and name in accepted
+    }
+    segments = inputs.get("token_type_ids")
+    type_vocab = _config_value(teacher, "type_vocab_size")
+    # A teacher without a transformers config (a wrapper) gets the segments as before.
+    reads_segments = type_vocab > 0 if isinstance(type_vocab, int) else declared is None
+    if segments is not None and "token_type_ids" in accepted and reads_segments:
+        largest = int(segments.max()) if segments.numel() else 0
+        if isinstance(type_vocab, int) and largest >= type_vocab:
+            raise ValueError(
+                f"`token_type_ids` go up to {largest} but the teacher ({type(teacher).__name__}) "
+                f"has {type_vocab} segment embeddings (config.type_vocab_size)"
+            )
+        chosen["token_type_ids"] = segments
+    positions = inputs.get("position_ids")
+    same_family = student is None or _config_value(teacher, "model_type") == _config_value(
+        student, "model_type"
+    )
+    if positions is not None and "position_ids" in accepted and same_family:
+        chosen["position_ids"] = positions
+    return chosen
 
 
 def _check_temperature(temperature: float) -> float:
@@ -420,6 +507,7 @@ class Distiller:
         """Raise if the teacher cannot teach ``student``: label count, layer map, task type."""
         if student is self.teacher:
             raise ValueError("`teacher` and the student are the same module")
+        check_same_vocabulary(self.teacher, student)
         student_labels, teacher_labels = _num_labels(student), _num_labels(self.teacher)
         if (
             student_labels is not None
@@ -545,12 +633,10 @@ class Distiller:
         if next(self.teacher.parameters()).device != device:
             self.teacher.to(device)
         self.teacher.eval()
-        teacher_inputs = {
-            name: inputs[name] for name in _TEACHER_INPUTS if inputs.get(name) is not None
-        }
+        selected = teacher_inputs(self.teacher, inputs, self._student)
         with torch.no_grad():
             result = self.teacher(
-                **teacher_inputs,
+                **selected,
                 output_hidden_states=bool(self.config._layer_map),
                 return_dict=True,
             )

@@ -36,7 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from loyalkit.compression.head_pruning import attention_blocks, remaining_heads
+from loyalkit.compression.attention_layout import head_parts, num_units
+from loyalkit.compression.head_pruning import remaining_heads
 
 __all__ = ["gradient_head_importance", "head_gates", "magnitude_head_importance"]
 
@@ -49,8 +50,7 @@ def _normalise_per_layer(scores: torch.Tensor) -> torch.Tensor:
 
 def _scatter(model: nn.Module, per_layer: list[torch.Tensor]) -> torch.Tensor:
     """Place each layer's scores (remaining heads only) at their original head index."""
-    config: Any = model.config
-    num_heads = int(config.num_attention_heads)
+    num_heads = num_units(model)
     kept = remaining_heads(model)
     out = torch.full((len(kept), num_heads), float("nan"), dtype=torch.float64)
     for layer, (heads, values) in enumerate(zip(kept, per_layer, strict=True)):
@@ -83,9 +83,9 @@ def head_gates(model: nn.Module) -> Iterator[list[torch.Tensor]]:
         return gate_context
 
     try:
-        for block in attention_blocks(model):
-            hook = make_hook(int(block.self.attention_head_size))
-            handles.append(block.output.dense.register_forward_pre_hook(hook))
+        for parts in head_parts(model):
+            hook = make_hook(parts.unit_width)
+            handles.append(parts.output.module.register_forward_pre_hook(hook))
         yield gates
     finally:
         for handle in handles:
@@ -112,7 +112,7 @@ def gradient_head_importance(
     """
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize: expected a bool, got {normalize!r}")
-    blocks = attention_blocks(model)
+    blocks = head_parts(model)
     device = next(model.parameters()).device
     totals: list[torch.Tensor] | None = None
     examples = 0
@@ -148,9 +148,15 @@ def gradient_head_importance(
     return _normalise_per_layer(scores) if normalize else scores
 
 
+def _current(parts: Any) -> int:
+    return int(parts.output.module.weight.shape[parts.output.axis]) // parts.unit_width
+
+
 @torch.no_grad()
 def magnitude_head_importance(model: nn.Module, *, normalize: bool = False) -> torch.Tensor:
     """The L2 norm of each head's weights: its query, key and value rows and output columns.
+
+    Under grouped-query attention the unit is a key/value group with all its query heads.
 
     Biases are left out. ``normalize`` divides each layer by its L2 norm. Returns float64
     ``(layers, original heads)``, ``NaN`` for removed heads.
@@ -158,15 +164,14 @@ def magnitude_head_importance(model: nn.Module, *, normalize: bool = False) -> t
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize: expected a bool, got {normalize!r}")
     per_layer = []
-    for block in attention_blocks(model):
-        size = int(block.self.attention_head_size)
-        squares = torch.zeros(block.self.query.out_features // size, dtype=torch.float64)
-        for linear in (block.self.query, block.self.key, block.self.value):
-            rows = linear.weight.double().view(-1, size, linear.in_features)
-            squares += rows.pow(2).sum(dim=(1, 2)).cpu()
-        out = block.output.dense.weight.double()
-        columns = out.view(out.shape[0], -1, size)
-        squares += columns.pow(2).sum(dim=(0, 2)).cpu()
+    for parts in head_parts(model):
+        units = _current(parts)
+        squares = torch.zeros(units, dtype=torch.float64)
+        for projection in (*parts.projections, parts.output):
+            weight = projection.module.weight.double().movedim(projection.axis, 0)
+            # (sections, units, width, other axis): every section's slice of each unit
+            blocks = weight.reshape(projection.sections, units, projection.width, -1)
+            squares += blocks.pow(2).sum(dim=(0, 2, 3)).cpu()
         per_layer.append(squares.sqrt())
     scores = _scatter(model, per_layer)
     return _normalise_per_layer(scores) if normalize else scores

@@ -1,7 +1,10 @@
-"""Structured attention-head pruning: physically remove whole heads from a BERT-style encoder.
+"""Structured attention-head pruning: physically remove whole heads from a transformer classifier.
 
-A removed head loses its rows in the query, key and value projections and its columns in the
-attention output projection (new, smaller ``nn.Linear`` modules of the same dtype and device),
+A removed head loses its rows in the query, key and value projections (fused or not) and its
+columns in the attention output projection (new, smaller ``nn.Linear`` / ``Conv1D`` modules of the
+same dtype and device), for every family :mod:`loyalkit.compression.attention_layout` knows
+(BERT-layout encoders, DistilBERT, DeBERTa-v2/v3, ModernBERT, GPT-2, Llama, Qwen2; under
+grouped-query attention a "head" here is a whole key/value group, see that module for why),
 so the pruned model is smaller and faster. Heads are always named by their *original* index, as in
 ``config.pruned_heads``, which this module keeps up to date.
 
@@ -38,11 +41,21 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
+from loyalkit.compression.attention_layout import (
+    ORIGINAL_UNITS_KEY,
+    HeadParts,
+    cut,
+    head_parts,
+    num_units,
+)
+
 __all__ = [
     "HeadMap",
     "attention_blocks",
+    "head_weights",
     "load_head_pruned",
     "prune_heads",
+    "OWN_CONFIG_KEY",
     "pruned_heads_from_config",
     "remaining_heads",
     "select_heads_to_prune",
@@ -54,34 +67,26 @@ HeadMap = dict[int, list[int]]
 """Layer index -> original indices of heads in that layer (the ``config.pruned_heads`` format)."""
 
 
-def attention_blocks(model: nn.Module) -> list[Any]:
-    """The self-attention blocks of a BERT-style encoder, one per layer.
+def attention_blocks(model: nn.Module) -> list[nn.Module]:
+    """The attention module of every layer (where removed heads are recorded), in layer order.
 
-    Each block has ``.self.query``, ``.self.key``, ``.self.value`` and ``.output.dense`` linear
-    layers (BERT, RoBERTa, ELECTRA, MiniLM and other BERT-layout encoders).
+    Any family :mod:`loyalkit.compression.attention_layout` knows: BERT-layout encoders,
+    DistilBERT, DeBERTa-v2/v3, ModernBERT, GPT-2, Llama, Qwen2; ALBERT (shared layers) is refused.
     """
-    base = getattr(model, "base_model", model)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    expected = (
-        "a BERT-style encoder (base_model.encoder.layer[i].attention with self.query, self.key, "
-        "self.value and output.dense linear layers)"
-    )
-    if layers is None:
-        raise TypeError(f"model: expected {expected}, got {type(model).__name__}")
-    blocks = [getattr(layer, "attention", None) for layer in layers]
-    for block in blocks:
-        linears = [
-            getattr(getattr(block, "self", None), n, None) for n in ("query", "key", "value")
-        ]
-        linears.append(getattr(getattr(block, "output", None), "dense", None))
-        if not all(isinstance(linear, nn.Linear) for linear in linears):
-            raise TypeError(f"model: expected {expected}, got {type(model).__name__}")
-    return blocks
+    return [parts.module for parts in head_parts(model)]
+
+
+def head_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Every weight head pruning changes: the q/k/v (fused or not) and output projections."""
+    return [
+        projection.module.weight
+        for parts in head_parts(model)
+        for projection in (*parts.projections, parts.output)
+    ]
 
 
 def _num_original_heads(model: nn.Module) -> int:
-    config: Any = model.config
-    return int(config.num_attention_heads)
+    return num_units(model)
 
 
 def _pruned_in_block(block: Any) -> set[int]:
@@ -89,25 +94,49 @@ def _pruned_in_block(block: Any) -> set[int]:
     return set(getattr(block, "pruned_heads", set()))
 
 
+def _current_units(parts: HeadParts) -> int:
+    module = parts.output.module
+    columns = int(module.weight.shape[parts.output.axis])
+    return columns // parts.unit_width
+
+
 def remaining_heads(model: nn.Module) -> list[list[int]]:
-    """Original indices of the heads still present, per layer."""
+    """Original indices of the heads still present, per layer.
+
+    Under grouped-query attention (Llama, Qwen2) the indices are key/value groups (see
+    :mod:`loyalkit.compression.attention_layout`).
+    """
     num_heads = _num_original_heads(model)
     result = []
-    for index, block in enumerate(attention_blocks(model)):
-        kept = [h for h in range(num_heads) if h not in _pruned_in_block(block)]
-        head_size = int(block.self.attention_head_size)
-        if block.self.query.out_features != len(kept) * head_size:
+    for index, parts in enumerate(head_parts(model)):
+        kept = [h for h in range(num_heads) if h not in _pruned_in_block(parts.module)]
+        if _current_units(parts) != len(kept):
             raise RuntimeError(
-                f"layer {index}: the query projection has {block.self.query.out_features} outputs "
-                f"but {len(kept)} heads of size {head_size} are recorded; was it pruned by other means?"
+                f"layer {index}: the attention output projection has room for "
+                f"{_current_units(parts)} heads but {len(kept)} are recorded; was it pruned by "
+                "other means?"
             )
         result.append(kept)
     return result
 
 
+OWN_CONFIG_KEY = "loyalkit_pruned_heads"
+"""Where the removed heads are recorded for families transformers 4.x cannot prune itself
+(DeBERTa, ModernBERT, Llama, Qwen2): a ``config.pruned_heads`` would make its ``from_pretrained``
+fail. BERT-layout encoders, DistilBERT and GPT-2 use ``config.pruned_heads``."""
+
+
+def _config_key(model: nn.Module) -> str:
+    own = not all(parts.transformers_prunes for parts in head_parts(model))
+    return OWN_CONFIG_KEY if own else "pruned_heads"
+
+
 def pruned_heads_from_config(config: Any) -> HeadMap:
-    """``config.pruned_heads`` with integer keys (JSON turns them into strings), sorted, no empties."""
-    raw = getattr(config, "pruned_heads", None) or {}
+    """The removed heads a config records (``pruned_heads`` or ``loyalkit_pruned_heads``).
+
+    Integer keys (JSON turns them into strings), sorted, no empties.
+    """
+    raw = getattr(config, "pruned_heads", None) or getattr(config, OWN_CONFIG_KEY, None) or {}
     heads = {int(layer): sorted({int(h) for h in hs}) for layer, hs in dict(raw).items()}
     return {layer: hs for layer, hs in sorted(heads.items()) if hs}
 
@@ -117,7 +146,7 @@ def _check_head_map(model: nn.Module, heads: Mapping[int, Iterable[int]], name: 
         raise TypeError(
             f"{name}: expected a mapping layer -> head indices, got {type(heads).__name__}"
         )
-    num_layers = len(attention_blocks(model))
+    num_layers = len(head_parts(model))
     num_heads = _num_original_heads(model)
     checked: HeadMap = {}
     for layer, layer_heads in heads.items():
@@ -132,32 +161,8 @@ def _check_head_map(model: nn.Module, heads: Mapping[int, Iterable[int]], name: 
     return checked
 
 
-def _select_linear(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    """A new ``nn.Linear`` with only ``index`` along ``dim`` of the weight (0: outputs, 1: inputs).
-
-    ``transformers.pytorch_utils.prune_linear_layer`` does the same but builds the new layer in
-    the default dtype: a float16/bfloat16 model then fails in forward and float64 loses precision.
-    """
-    weight = layer.weight.detach().index_select(dim, index.to(layer.weight.device))
-    bias = layer.bias
-    new = nn.Linear(
-        weight.shape[1],
-        weight.shape[0],
-        bias=bias is not None,
-        device=weight.device,
-        dtype=weight.dtype,
-    )
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if bias is not None and new.bias is not None:
-            new.bias.copy_(bias.detach() if dim == 1 else bias.detach()[index.to(bias.device)])
-    new.weight.requires_grad_(layer.weight.requires_grad)
-    if bias is not None and new.bias is not None:
-        new.bias.requires_grad_(bias.requires_grad)
-    return new
-
-
-def _remove_heads_from_block(block: Any, heads: set[int], num_heads: int) -> None:
+def _remove_heads_from_block(parts: HeadParts, heads: set[int], num_heads: int) -> None:
+    block = parts.module
     already = _pruned_in_block(block)
     current = [h for h in range(num_heads) if h not in already]
     new = heads - already
@@ -168,24 +173,10 @@ def _remove_heads_from_block(block: Any, heads: set[int], num_heads: int) -> Non
             f"heads: removing heads {sorted(new)} would leave a layer with no head; "
             "transformers' attention cannot run with zero heads"
         )
-    head_size = int(block.self.attention_head_size)
-    keep = torch.tensor(
-        [
-            pos * head_size + i
-            for pos, h in enumerate(current)
-            if h not in new
-            for i in range(head_size)
-        ],
-        dtype=torch.long,
-    )
-    attention = block.self
-    attention.query = _select_linear(attention.query, keep, dim=0)
-    attention.key = _select_linear(attention.key, keep, dim=0)
-    attention.value = _select_linear(attention.value, keep, dim=0)
-    block.output.dense = _select_linear(block.output.dense, keep, dim=1)
-    # 4.x reads num_attention_heads in forward; 5.x infers the count from the tensor shape.
-    attention.num_attention_heads = len(current) - len(new)
-    attention.all_head_size = attention.num_attention_heads * head_size
+    keep = [position for position, h in enumerate(current) if h not in new]
+    for projection in (*parts.projections, parts.output):
+        cut(projection, keep, len(current))
+    parts.set_count(len(keep))
     block.pruned_heads = already | new
 
 
@@ -193,16 +184,17 @@ def prune_heads(model: PreTrainedModel, heads: Mapping[int, Iterable[int]]) -> P
     """Physically remove ``heads`` (layer -> original head indices) in place; returns ``model``.
 
     Heads already removed are ignored. ``model.config.pruned_heads`` is updated so that
-    :func:`load_head_pruned` (and ``from_pretrained`` on transformers 4.x) rebuild the same shapes.
-    Removing every head of a layer raises ``ValueError``. The new ``nn.Linear`` modules hold new
+    :func:`load_head_pruned` (and ``from_pretrained`` on transformers 4.x for BERT) rebuild the same
+    shapes. Removing every head of a layer raises ``ValueError``. Under grouped-query attention the
+    indices name key/value groups, each removed with its query heads. The new modules hold new
     parameters: an optimizer built before this call does not train them (see
     :func:`zero_head_outputs` for pruning during training).
     """
     checked = _check_head_map(model, heads, "heads")
-    blocks = attention_blocks(model)
+    blocks = head_parts(model)
     num_heads = _num_original_heads(model)
     for layer, layer_heads in checked.items():  # validate every layer before changing any
-        left = set(range(num_heads)) - _pruned_in_block(blocks[layer]) - set(layer_heads)
+        left = set(range(num_heads)) - _pruned_in_block(blocks[layer].module) - set(layer_heads)
         if not left:
             raise ValueError(f"heads: removing heads {layer_heads} of layer {layer} leaves no head")
     for layer, layer_heads in checked.items():
@@ -210,17 +202,51 @@ def prune_heads(model: PreTrainedModel, heads: Mapping[int, Iterable[int]]) -> P
     recorded = pruned_heads_from_config(model.config)
     for layer, layer_heads in checked.items():
         recorded[layer] = sorted(set(recorded.get(layer, [])) | set(layer_heads))
-    model.config.pruned_heads = dict(sorted(recorded.items()))
+    setattr(model.config, _config_key(model), dict(sorted(recorded.items())))
+    _describe_counts(model)
     return model
 
 
-def _output_columns(block: Any, head: int, num_heads: int) -> slice:
-    kept = [h for h in range(num_heads) if h not in _pruned_in_block(block)]
+def _describe_counts(model: nn.Module) -> None:
+    """Let the config describe a Llama-layout model whose layers all kept the same number of groups.
+
+    Its ``num_key_value_heads`` / ``num_attention_heads`` then count what is left (``head_dim`` is
+    explicit), so a plain ``from_pretrained`` builds the smaller model; ``loyalkit_original_heads``
+    keeps the original count for the original head indices. Uneven layers keep the original counts
+    (reload with :func:`load_head_pruned`).
+    """
+    parts = head_parts(model)
+    if not all(p.config_describes_counts for p in parts):
+        return
+    config: Any = model.config
+    original = num_units(model)
+    per_group = int(config.num_attention_heads) // int(config.num_key_value_heads)
+    removed = pruned_heads_from_config(config)
+    kept = {original - len(removed.get(layer, [])) for layer in range(len(parts))}
+    units = kept.pop() if len(kept) == 1 else original
+    setattr(config, ORIGINAL_UNITS_KEY, original)
+    if not isinstance(getattr(config, "head_dim", None), int):  # else derived from the counts
+        config.head_dim = int(parts[0].module.head_dim)
+    config.num_key_value_heads = units
+    config.num_attention_heads = units * per_group
+
+
+def _counts_described(config: Any) -> bool:
+    original = getattr(config, ORIGINAL_UNITS_KEY, None)
+    return isinstance(original, int) and int(config.num_key_value_heads) != original
+
+
+def _output_slice(parts: HeadParts, head: int, num_heads: int) -> tuple[int, slice]:
+    """The weight axis of the output projection and the entries of ``head`` along it."""
+    kept = [h for h in range(num_heads) if h not in _pruned_in_block(parts.module)]
     if head not in kept:
         raise ValueError(f"heads: head {head} was already removed")
-    size = int(block.self.attention_head_size)
-    start = kept.index(head) * size
-    return slice(start, start + size)
+    start = kept.index(head) * parts.unit_width
+    return parts.output.axis, slice(start, start + parts.unit_width)
+
+
+def _head_block(weight: torch.Tensor, axis: int, entries: slice) -> torch.Tensor:
+    return weight[:, entries] if axis == 1 else weight[entries, :]
 
 
 @torch.no_grad()
@@ -233,24 +259,25 @@ def zero_head_outputs(model: PreTrainedModel, heads: Mapping[int, Iterable[int]]
     again after each optimizer step, which moves the columns away from zero.
     """
     checked = _check_head_map(model, heads, "heads")
-    blocks = attention_blocks(model)
+    blocks = head_parts(model)
     num_heads = _num_original_heads(model)
     for layer, layer_heads in checked.items():
         for head in layer_heads:
-            blocks[layer].output.dense.weight[
-                :, _output_columns(blocks[layer], head, num_heads)
-            ] = 0
+            axis, entries = _output_slice(blocks[layer], head, num_heads)
+            _head_block(blocks[layer].output.module.weight, axis, entries).zero_()
 
 
 def zeroed_heads(model: PreTrainedModel) -> HeadMap:
     """Heads whose output-projection columns are all exactly zero (they contribute nothing)."""
     num_heads = _num_original_heads(model)
     found: HeadMap = {}
-    for layer, (block, kept) in enumerate(
-        zip(attention_blocks(model), remaining_heads(model), strict=True)
+    for layer, (parts, kept) in enumerate(
+        zip(head_parts(model), remaining_heads(model), strict=True)
     ):
-        weight = block.output.dense.weight
-        zero = [h for h in kept if not weight[:, _output_columns(block, h, num_heads)].any()]
+        weight = parts.output.module.weight
+        zero = [
+            h for h in kept if not _head_block(weight, *_output_slice(parts, h, num_heads)).any()
+        ]
         if zero:
             found[layer] = zero
     return found
@@ -371,16 +398,22 @@ def load_head_pruned(
             f"(not an Auto class), or None to use config.architectures; got {model_class!r}"
         )
     heads = pruned_heads_from_config(config)
-    if not heads or hasattr(PreTrainedModel, "prune_heads"):  # 4.x: from_pretrained prunes
-        return model_class.from_pretrained(path, **kwargs)
+    by_transformers = bool(getattr(config, "pruned_heads", None))
+    if not heads or (by_transformers and hasattr(PreTrainedModel, "prune_heads")):
+        return model_class.from_pretrained(path, **kwargs)  # 4.x prunes config.pruned_heads
+    if _counts_described(config):  # the config builds the smaller model; record what is gone
+        model = model_class.from_pretrained(path, **kwargs)
+        for layer, layer_heads in heads.items():
+            head_parts(model)[layer].module.pruned_heads = set(layer_heads)
+        return model
 
     base_class = model_class
 
     class _HeadPrunedOnInit(base_class):  # type: ignore[valid-type,misc]
         def __init__(self, config: Any, *args: Any, **init_kwargs: Any) -> None:
             super().__init__(config, *args, **init_kwargs)
-            num_heads = int(config.num_attention_heads)
-            blocks = attention_blocks(self)
+            num_heads = num_units(self)
+            blocks = head_parts(self)
             for layer, layer_heads in pruned_heads_from_config(config).items():
                 _remove_heads_from_block(blocks[layer], set(layer_heads), num_heads)
 
@@ -388,7 +421,7 @@ def load_head_pruned(
     _HeadPrunedOnInit.__qualname__ = base_class.__qualname__
     model = _HeadPrunedOnInit.from_pretrained(path, **kwargs)
     model.__class__ = base_class  # same modules and state; only the loading step differed
-    model.config.pruned_heads = pruned_heads_from_config(model.config)
+    setattr(model.config, _config_key(model), pruned_heads_from_config(model.config))
     return model
 
 

@@ -1,4 +1,8 @@
-"""Unstructured magnitude pruning of a model's ``nn.Linear`` weights, layer by layer or globally.
+"""Unstructured magnitude pruning of a model's weight matrices, layer by layer or globally.
+
+By default the matrices are those of the transformer layers (``nn.Linear`` and transformers'
+``Conv1D``, found by :func:`loyalkit.compression.architectures.block_weight_modules` for every
+family: BERT-style encoders, DistilBERT, ALBERT, DeBERTa, ModernBERT, GPT-2, Llama, Qwen2, ...).
 
 The masks select the same weights as ``torch.nn.utils.prune.l1_unstructured`` (per tensor) and
 ``prune.global_unstructured`` with ``L1Unstructured`` (all tensors together), which the tests use
@@ -40,6 +44,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from loyalkit.compression.architectures import block_weight_modules, is_conv1d
 from loyalkit.compression.sparsity_schedules import check_sparsity
 
 __all__ = [
@@ -77,48 +82,45 @@ def check_module_pattern(module_pattern: object) -> re.Pattern[str]:
         raise ValueError(f"module_pattern is not a valid regular expression: {error}") from None
 
 
-def _encoder(model: nn.Module) -> nn.Module:
-    base = getattr(model, "base_model", model)
-    encoder = getattr(base, "encoder", None)
-    if not isinstance(encoder, nn.Module):
-        raise ValueError(
-            f"{type(model).__name__} has no `base_model.encoder` module; pass module_pattern "
-            "(a regular expression over module names) to choose the nn.Linear layers to prune"
-        )
-    return encoder
-
-
 def prunable_weights(
     model: nn.Module, module_pattern: str | None = None
 ) -> dict[str, torch.Tensor]:
-    """The ``weight`` of each ``nn.Linear`` to prune, keyed by its name in ``model.named_parameters()``.
+    """The ``weight`` of each matrix to prune, keyed by its name in ``model.named_parameters()``.
 
-    By default the Linear layers inside ``model.base_model.encoder`` (for BERT: attention
-    projections and feed-forward layers; not the embeddings, pooler or classifier head).
-    ``module_pattern`` instead selects the Linear modules whose full name (as in
-    ``model.named_modules()``) matches the regular expression with ``re.fullmatch``.
+    By default the ``nn.Linear`` and ``Conv1D`` layers inside the model's transformer layers (for
+    BERT: attention projections and feed-forward layers; for GPT-2 ``c_attn``, ``c_proj``, ``c_fc``;
+    not the embeddings, pooler or classifier head). ``module_pattern`` instead selects the
+    ``nn.Linear`` / ``Conv1D`` modules whose full name (as in ``model.named_modules()``) matches
+    the regular expression with ``re.fullmatch``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if module_pattern is None:
-        inside = {id(module) for module in _encoder(model).modules()}
-
-        def selected(name: str, module: nn.Module) -> bool:
-            return id(module) in inside
+        try:
+            modules = block_weight_modules(model)
+        except ValueError as error:
+            raise ValueError(
+                f"{error}; pass module_pattern (a regular expression over module names) to choose "
+                "the layers to prune"
+            ) from None
     else:
         pattern = check_module_pattern(module_pattern)
-
-        def selected(name: str, module: nn.Module) -> bool:
-            return pattern.fullmatch(name) is not None
-
+        modules = {
+            name: module
+            for name, module in model.named_modules()
+            if (isinstance(module, nn.Linear) or is_conv1d(module))
+            and pattern.fullmatch(name) is not None
+        }
     weights = {
-        f"{name}.weight" if name else "weight": module.weight
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and selected(name, module)
+        f"{name}.weight" if name else "weight": module.weight for name, module in modules.items()
     }
     if not weights:
-        where = "the encoder" if module_pattern is None else f"module_pattern {module_pattern!r}"
-        raise ValueError(f"no nn.Linear module of the model matches {where}")
+        where = (
+            "the transformer layers"
+            if module_pattern is None
+            else f"module_pattern {module_pattern!r}"
+        )
+        raise ValueError(f"no nn.Linear or Conv1D module of {type(model).__name__} matches {where}")
     return weights
 
 

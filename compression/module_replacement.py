@@ -1,6 +1,8 @@
-"""Progressive module replacement (BERT-of-Theseus, Xu et al. 2020) for BERT-style classifiers.
+"""Progressive module replacement (BERT-of-Theseus, Xu et al. 2020) for transformer classifiers.
 
-The predecessor's encoder (N layers) is cut into M blocks of N/M consecutive layers; each block gets a
+Any family with one module per layer (BERT-layout encoders, DistilBERT, DeBERTa-v2/v3, ModernBERT,
+GPT-2, Llama, Qwen2, ...; found by :func:`loyalkit.compression.architectures.layer_stack`); ALBERT,
+whose layers share one set of weights, is refused. The predecessor's encoder (N layers) is cut into M blocks of N/M consecutive layers; each block gets a
 successor module with fewer layers, initialised from predecessor layers. In training mode every block
 draws its own Bernoulli(p) per forward pass (one batch) and runs its successor on success, its
 predecessor layers otherwise; in eval mode only the successors run (what :func:`export_successor`
@@ -8,9 +10,13 @@ exports). Everything but the successor layers is frozen, so the model's own cros
 successors to stand in for the predecessor blocks around them.
 
 The wrapped model stays the same :class:`~transformers.PreTrainedModel` object: only
-``base_model.encoder.layer`` is replaced by a :class:`ModuleReplacementLayers`, whose blocks call the
-original layers with the encoder's own call signature, and ``config.num_hidden_layers`` becomes the
-successor's depth. Its ``state_dict`` (hence ``save_pretrained`` and every Trainer checkpoint) is laid
+the layer list (``base_model.encoder.layer``, ``transformer.h``, ``model.layers``, ...) is replaced by a
+:class:`ModuleReplacementLayers`; iterating it yields, block by block, the layers of the drawn path,
+so the model's own loop calls each layer with the arguments it prepares for that layer (ModernBERT's
+global and local layers get their own masks). ``config.num_hidden_layers`` becomes the successor's
+depth, ``config.layer_types`` (ModernBERT, Qwen2) the successor layers' types, copied layers get
+their successor index (``layer_idx``), and ``config.use_cache`` is off while the layers are wrapped
+(predecessor and successor layers would share cache slots); the exported successor gets it back. Its ``state_dict`` (hence ``save_pretrained`` and every Trainer checkpoint) is laid
 out as a standard successor-depth model plus the frozen predecessor layers under the extra keys
 ``<encoder>.layer.predecessor.<j>.*``: ``from_pretrained`` of the normal class loads the successor
 (and reports the extra keys as unused), and ``load_state_dict`` into a model prepared the same way
@@ -39,13 +45,15 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeAlias, cast
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+
+from loyalkit.compression.architectures import LayerStack, per_layer_stack
 
 EvalPath: TypeAlias = Literal["successor", "predecessor"]
 SuccessorInit: TypeAlias = Literal["bottom", "every_kth"] | Sequence[int]
@@ -168,6 +176,16 @@ class ReplaceableBlock(nn.Module):
         # Shared with the other blocks of the encoder: one draw per block, in block order.
         self.generator = generator
         self.is_last = False
+        self.successor_offset = 0  # index of its first successor layer in the successor model
+
+    @property
+    def attention_type(self) -> Any:
+        """The layers' common kind, for loops that read it from each layer (Qwen2 on 4.x)."""
+        kinds = {getattr(layer, "attention_type", None) for layer in self.predecessor}
+        kinds |= {getattr(layer, "attention_type", None) for layer in self.successor}
+        if len(kinds) != 1 or None in kinds:
+            raise AttributeError("attention_type")
+        return kinds.pop()
 
     def uses_successor(self) -> bool:
         """Draw the path for one forward pass (training) or return the eval path."""
@@ -203,12 +221,75 @@ class ModuleReplacementLayers(nn.ModuleList):
         super().__init__(blocks)
         self.generator = generator
         self.blocks[-1].is_last = True
+        self._grad_hook: Any = None
+        # The model's config.use_cache before preparation (turned off meanwhile; the export gets it).
+        self.use_cache = False
+        # config.layer_types of the layers yielded so far in this forward (Qwen2 indexes it by loop
+        # position); see _DrawnLayerTypes.
+        self.drawn_types: list[Any] = []
+        # Set when the layers are of several kinds (config.layer_types): see __iter__.
+        self.flatten = False
         self.register_state_dict_post_hook(_save_as_successor_layout)
         self.register_load_state_dict_pre_hook(_load_from_successor_layout)
 
+    def __iter__(self) -> Iterator[nn.Module]:
+        """The blocks; with :attr:`flatten`, the layers of one forward pass instead.
+
+        Flattened, each block's drawn path is yielded layer by layer, so the model's own loop calls
+        every layer with the arguments it prepares for that layer: ModernBERT and Qwen2 on
+        transformers 5 pick the attention mask (and rotary embedding) by each layer's kind, so a
+        block of global and local layers cannot be called as one. Each block draws once, in block
+        order, when the loop reaches it. Otherwise the blocks are called like layers, which suits
+        loops that index per-layer lists by position (transformers 4.x's ``head_mask``).
+        """
+        if not self.flatten:
+            yield from self._modules.values()
+            return
+        if self._grad_hook is not None:
+            self._grad_hook.remove()
+            self._grad_hook = None
+        any_successor = False
+        self.drawn_types.clear()
+        blocks = self.blocks
+        for index, block in enumerate(blocks):
+            successor = block.uses_successor()
+            any_successor = any_successor or successor
+            layers = list(block.successor if successor else block.predecessor)
+            last = index == len(blocks) - 1
+            if last and not any_successor and block.training and torch.is_grad_enabled():
+                # Every block drew its frozen predecessor (see ReplaceableBlock.forward).
+                self._grad_hook = layers[-1].register_forward_hook(self._output_requires_grad)
+            for layer in layers:
+                self.drawn_types.append(getattr(layer, _LAYER_TYPE, None))
+                yield layer
+
+    def _output_requires_grad(self, module: nn.Module, args: Any, output: Any) -> Any:
+        if self._grad_hook is not None:
+            self._grad_hook.remove()
+            self._grad_hook = None
+        hidden = output[0] if isinstance(output, tuple) else output
+        if isinstance(hidden, torch.Tensor) and not hidden.requires_grad:
+            hidden.requires_grad_(True)
+        return output
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            # Llama and Qwen2 loop over `layers[: config.num_hidden_layers]`: the whole drawn path.
+            if not self.flatten:
+                return nn.ModuleList(list(self._modules.values())[index])
+            whole = index.stop is None or index.stop >= len(self)
+            if index.start in (None, 0) and index.step in (None, 1) and whole:
+                return list(iter(self))
+            raise IndexError("a flattened ModuleReplacementLayers can only be sliced as a whole")
+        return super().__getitem__(index)
+
     @property
     def blocks(self) -> list[ReplaceableBlock]:
-        return [block for block in self if isinstance(block, ReplaceableBlock)]
+        # Not `for block in self`: iterating draws the paths of a forward pass.
+        return [block for block in self._modules.values() if isinstance(block, ReplaceableBlock)]
+
+    # nn.ModuleList's repr iterates the list (which would draw paths); list the blocks instead.
+    __repr__ = nn.Module.__repr__
 
     @property
     def predecessor_layers_per_block(self) -> int:
@@ -248,6 +329,42 @@ class ModuleReplacementLayers(nn.ModuleList):
 
     def predecessor_parameters(self) -> list[nn.Parameter]:
         return [p for block in self.blocks for p in block.predecessor.parameters()]
+
+
+_LAYER_TYPE = "_loyalkit_layer_type"
+
+
+class _DrawnLayerTypes(list):
+    """``config.layer_types`` while a model's layers are wrapped.
+
+    As a list it holds the successor layers' types (what ``save_pretrained`` writes; copies are
+    plain lists). Indexed by an int during a forward pass it answers for the layer at that position
+    of the drawn path (Qwen2 reads ``config.layer_types[i]`` in its loop), and iterating it also
+    names the predecessor's kinds (ModernBERT builds one mask per kind it finds there).
+    """
+
+    def __init__(self, successor: list[Any], drawn: list[Any], kinds: list[Any]) -> None:
+        super().__init__(successor)
+        self._drawn = drawn
+        self._kinds = kinds
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, int) and 0 <= index < len(self._drawn):
+            return self._drawn[index]
+        return super().__getitem__(index)
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from list.__iter__(self)
+        yield from (kind for kind in self._kinds if kind not in list(list.__iter__(self)))
+
+    def __copy__(self) -> list[Any]:
+        return list(list.__iter__(self))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return copy.deepcopy(list(list.__iter__(self)), memo)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return (list, (list(list.__iter__(self)),))
 
 
 _NATIVE_KEY = re.compile(r"(\d+)\.(successor|predecessor)\.(\d+)\.(.+)")
@@ -303,17 +420,10 @@ def _load_from_successor_layout(
             state_dict[f"{prefix}{block}.successor.{offset}.{rest}"] = state_dict.pop(key)
 
 
-def _encoder_of(model: nn.Module) -> nn.Module:
+def _layers_of(model: nn.Module) -> LayerStack:
     if not isinstance(model, PreTrainedModel):
         raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
-    base = model.base_model
-    encoder = getattr(base, "encoder", None)
-    if encoder is None or not isinstance(getattr(encoder, "layer", None), nn.ModuleList):
-        raise TypeError(
-            "model must be a BERT-style encoder with base_model.encoder.layer (an nn.ModuleList), "
-            f"got {type(model).__name__}"
-        )
-    return encoder
+    return per_layer_stack(model, "module replacement")
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -370,7 +480,7 @@ def prepare_module_replacement(
     """Turn a fine-tuned classifier into a predecessor/successor pair, in place.
 
     Args:
-        model: a BERT-style classifier (``base_model.encoder.layer``) with N layers; it is changed
+        model: a transformers classifier with N layers (not ALBERT's shared ones); it is changed
             in place: pass ``copy.deepcopy(teacher)`` if the teacher is still needed.
         num_successor_layers: S, the successor's depth (1 <= S < N).
         num_modules: M, how many blocks are replaced independently; each predecessor block has
@@ -383,13 +493,13 @@ def prepare_module_replacement(
         seed: seeds the Bernoulli draws (a private generator; torch's global RNG is not used).
 
     Returns:
-        The :class:`ModuleReplacementLayers` now at ``model.base_model.encoder.layer``. Only the
+        The :class:`ModuleReplacementLayers` now in place of the model's layer list. Only the
         successor parameters keep ``requires_grad``: build the optimizer (or Trainer) afterwards.
     """
-    encoder = _encoder_of(model)
-    if isinstance(encoder.layer, ModuleReplacementLayers):
+    stack = _layers_of(model)
+    if isinstance(stack.layers, ModuleReplacementLayers):
         raise ValueError("model is already prepared for module replacement")
-    layers: list[nn.Module] = list(cast(nn.ModuleList, encoder.layer))
+    layers: list[nn.Module] = list(stack.layers)
     num_layers = len(layers)
     num_successor_layers = _positive_int("num_successor_layers", num_successor_layers)
     if num_successor_layers >= num_layers:
@@ -410,6 +520,7 @@ def prepare_module_replacement(
             f"num_modules={modules} must divide num_successor_layers={num_successor_layers}"
         )
     sources = _successor_sources(successor_init, num_layers, num_successor_layers)
+    _check_attention_pattern(model, sources)
     if eval_with not in ("successor", "predecessor"):
         raise ValueError(f"eval_with must be 'successor' or 'predecessor', got {eval_with!r}")
     rate = _check_rate("replacement_rate", replacement_rate)
@@ -424,16 +535,90 @@ def prepare_module_replacement(
         successor = nn.ModuleList(
             copy.deepcopy(layers[j]) for j in sources[i * per_successor : (i + 1) * per_successor]
         )
+        for offset, layer in enumerate(successor):
+            _renumber(layer, i * per_successor + offset, like=layers[i * per_successor + offset])
         successor.requires_grad_(True)
-        blocks.append(ReplaceableBlock(predecessor, successor, generator))
+        block = ReplaceableBlock(predecessor, successor, generator)
+        block.successor_offset = i * per_successor
+        blocks.append(block)
     replacement = ModuleReplacementLayers(blocks, generator)
     replacement.replacement_rate = rate
     replacement.eval_with = eval_with
     replacement.train(model.training)
-    encoder.layer = replacement
+    setattr(stack.owner, stack.attribute, replacement)
     # The config describes what save_pretrained writes and from_pretrained rebuilds: the successor.
-    model.config.num_hidden_layers = num_successor_layers
+    config: Any = model.config
+    config.num_hidden_layers = num_successor_layers
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, list) and len(layer_types) == num_layers:
+        # ModernBERT (global/local), Qwen2 (full/sliding): each successor layer keeps its source's.
+        for j, layer in enumerate(layers):
+            setattr(layer, _LAYER_TYPE, layer_types[j])
+        for block in blocks:
+            for layer, j in zip(block.successor, _block_sources(block, sources), strict=True):
+                setattr(layer, _LAYER_TYPE, layer_types[j])
+        successor_types = [layer_types[j] for j in sources]
+        replacement.flatten = len(set(layer_types)) > 1
+        config.layer_types = (
+            _DrawnLayerTypes(successor_types, replacement.drawn_types, list(layer_types))
+            if replacement.flatten
+            else successor_types
+        )
+    if getattr(config, "use_cache", False):
+        # Predecessor and successor layers share layer indices; a classifier needs no cache.
+        replacement.use_cache = True
+        config.use_cache = False
     return replacement
+
+
+def _check_attention_pattern(model: nn.Module, sources: list[int]) -> None:
+    """Refuse a successor whose global/local layers the model's config cannot describe.
+
+    transformers 5 records each layer's kind in ``config.layer_types``, which the successor gets.
+    ModernBERT on transformers 4.x derives it from the position (``layer_id %
+    global_attn_every_n_layers``), so a copied layer must land on a position of its own kind.
+    """
+    config: Any = model.config
+    every = getattr(config, "global_attn_every_n_layers", None)
+    if (
+        not isinstance(every, int)
+        or every < 1
+        or isinstance(getattr(config, "layer_types", None), list)
+    ):
+        return
+    wrong = [(i, j) for i, j in enumerate(sources) if (i % every == 0) != (j % every == 0)]
+    if wrong:
+        i, j = wrong[0]
+        raise ValueError(
+            f"successor_init: {type(model).__name__} layer {j} would become successor layer {i}, "
+            f"but with global_attn_every_n_layers={every} one is global and the other local "
+            "attention, and this transformers version derives that from the position; pick "
+            "sources of the same kind (successor_init='bottom' always does) or use transformers 5, "
+            "whose config.layer_types records each layer's kind"
+        )
+
+
+def _block_sources(block: ReplaceableBlock, sources: list[int]) -> list[int]:
+    start = block.successor_offset
+    return sources[start : start + len(block.successor)]
+
+
+def _renumber(layer: nn.Module, index: int, like: nn.Module) -> None:
+    """Make a copied layer the successor's layer ``index``, as ``from_pretrained`` will build it.
+
+    It gets that index (caches, GPT-2's per-layer scaling) and the structure of the predecessor's
+    layer at that position where that one has no module (ModernBERT's first layer has no attention
+    pre-norm: its ``attn_norm`` is an ``nn.Identity``).
+    """
+    for name, child in like.named_children():
+        if isinstance(child, nn.Identity) and not isinstance(
+            getattr(layer, name, None), nn.Identity
+        ):
+            setattr(layer, name, nn.Identity())
+    for module in layer.modules():
+        for name in ("layer_idx", "layer_id"):
+            if isinstance(getattr(module, name, None), int):
+                setattr(module, name, index)
 
 
 def find_module_replacement(model: nn.Module) -> ModuleReplacementLayers:
@@ -473,9 +658,12 @@ def export_successor(model: PreTrainedModel) -> PreTrainedModel:
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
     parameter = next(model.parameters())
     model_class: Any = type(model)
+    config = copy.deepcopy(model.config)
+    if getattr(find_module_replacement(model), "use_cache", False):
+        config.use_cache = True
     successor = cast(
         PreTrainedModel,
-        model_class(copy.deepcopy(model.config)).to(device=parameter.device, dtype=parameter.dtype),
+        model_class(config).to(device=parameter.device, dtype=parameter.dtype),
     )
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is None:

@@ -1,5 +1,14 @@
 """int8 quantization of a model's ``nn.Linear`` layers: post-training (dynamic) and quantization-aware.
 
+Every weight matrix of the transformer layers is quantized, or nothing is: transformers' ``Conv1D``
+(GPT-2's layers, a linear layer with its weight stored transposed) is first turned into an
+``nn.Linear`` holding the same ``Parameter`` (its data transposed), and a model whose layers hold a
+matrix in any other kind of module is refused before anything changes. The result states the share
+of block weights quantized (:attr:`Int8Quantization.block_weight_share`, 1.0 on success), so that a
+run that leaves the layers in float cannot pass for an int8 model. A model whose ``Conv1D`` layers
+were converted runs as before but cannot be saved as int8 with ``save_pretrained`` (its class
+rebuilds ``Conv1D``): save the float model and quantize after loading.
+
 Post-training quantization goes through torchao (``Int8DynamicActivationInt8WeightConfig``: int8
 weights, symmetric per output channel; activations quantized per token at run time). The deprecated
 ``torch.ao.quantization.quantize_dynamic`` (fbgemm: int8 per-channel symmetric weights, activations
@@ -37,15 +46,19 @@ from __future__ import annotations
 import inspect
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
 
+from loyalkit.compression.architectures import is_conv1d, layer_stack
+
 __all__ = [
     "INT8_BACKENDS",
     "Int8Quantization",
+    "block_weight_share",
     "convert_qat",
     "is_fake_quantized",
     "prepare_qat",
@@ -69,12 +82,172 @@ class Int8Quantization:
     backend: str
     quantized_layers: int
     fallback_reason: str | None = None
+    block_weight_share: float = 1.0
+    """Share of the transformer layers' weight elements now int8 (all Linear weights of a plain module)."""
 
 
 def _check_model(model: Any) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
     return model
+
+
+def _is_quantized_linear(module: nn.Module) -> bool:
+    if type(module).__module__.startswith("torch.ao.nn.quantized"):
+        return hasattr(module, "weight")
+    weight = getattr(module, "weight", None)
+    return isinstance(module, nn.Linear) and type(getattr(weight, "data", None)) is not torch.Tensor
+
+
+def _block_matrices(model: nn.Module) -> dict[str, nn.Module]:
+    """Modules holding the matrices that must be quantized: inside the transformer layers.
+
+    A model without a recognised layer list (a plain module) is judged on all its Linear layers.
+    """
+    try:
+        stack = layer_stack(model)
+    except ValueError:
+        root, prefix = model, ""
+    else:
+        root, prefix = stack.layers, stack.path + "."
+    found = {}
+    for name, module in root.named_modules():
+        if isinstance(module, nn.Embedding):
+            continue
+        own = dict(module.named_parameters(recurse=False))
+        holds_matrix = any(p.dim() == 2 for p in own.values())
+        if (
+            holds_matrix
+            or isinstance(module, nn.Linear)
+            or is_conv1d(module)
+            or _is_quantized_linear(module)
+        ):
+            found[prefix + name] = module
+    return found
+
+
+def _elements(module: nn.Module) -> int:
+    if type(module).__module__.startswith("torch.ao.nn.quantized"):
+        weight = cast(Any, module).weight()
+        return int(weight.numel())
+    return sum(p.numel() for p in module.parameters(recurse=False) if p.dim() == 2)
+
+
+def block_weight_share(model: nn.Module) -> float:
+    """The share of the transformer layers' weight elements held by int8 (or fake-quantized) layers.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> block_weight_share(model)
+        0.0
+    """
+    from torchao.quantization.qat import FakeQuantizedLinear
+
+    modules = _block_matrices(_check_model(model))
+    total = sum(_elements(m) for m in modules.values())
+    done = sum(
+        _elements(m)
+        for m in modules.values()
+        if _is_quantized_linear(m) or isinstance(m, FakeQuantizedLinear)
+    )
+    return done / total if total else 0.0
+
+
+def _convert_conv1d(model: nn.Module) -> int:
+    """Replace every transformers ``Conv1D`` by an ``nn.Linear`` holding the same parameters.
+
+    The weight ``Parameter`` object is kept (its data transposed in place) so that an optimizer
+    built before this call keeps training it; forward results are unchanged. The model's
+    ``state_dict`` keeps writing (and ``load_state_dict`` reading) float weights in ``Conv1D``
+    layout, so checkpoints of a fake-quantized GPT-2 reload into a plain GPT-2.
+    """
+    converted: list[str] = []
+    for name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            if not is_conv1d(child):
+                continue
+            weight = cast(nn.Parameter, child.weight)
+            bias = cast(nn.Parameter, child.bias)
+            linear = nn.Linear(
+                int(weight.shape[0]),
+                int(weight.shape[1]),
+                bias=False,
+                device="meta",
+                dtype=weight.dtype,
+            )
+            with torch.no_grad():
+                weight.data = weight.data.t().contiguous()
+            linear.weight = weight
+            linear.bias = bias
+            setattr(parent, child_name, linear)
+            converted.append(f"{name}.{child_name}.weight" if name else f"{child_name}.weight")
+    if converted:
+        model._loyalkit_conv1d_converted = True  # type: ignore[assignment]
+        keys = frozenset(converted)
+        model.register_state_dict_post_hook(partial(_save_in_conv1d_layout, keys))
+        model.register_load_state_dict_pre_hook(partial(_load_from_conv1d_layout, keys))
+    return len(converted)
+
+
+_CONVERTED_INT8 = (
+    "its Conv1D layers (GPT-2) were turned into nn.Linear to be quantized and its class rebuilds "
+    "Conv1D on loading, so the int8 weights cannot be saved (nor its state_dict taken): save the "
+    "float model and quantize after loading"
+)
+
+
+def _save_in_conv1d_layout(
+    keys: frozenset[str], module: nn.Module, state: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    for key in keys:
+        value = state.get(prefix + key)
+        if value is None:
+            continue
+        if type(value) is not torch.Tensor:  # int8: a plain save_pretrained would fail obscurely
+            raise ValueError(_CONVERTED_INT8)
+        if value.dim() == 2:
+            state[prefix + key] = value.t().contiguous()
+
+
+def _load_from_conv1d_layout(
+    keys: frozenset[str], module: nn.Module, state: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    for key in keys:
+        value = state.get(prefix + key)
+        if type(value) is torch.Tensor and value.dim() == 2:
+            state[prefix + key] = value.t()
+
+
+def _check_everything_quantizable(model: nn.Module) -> None:
+    """Refuse (before any change) a model whose layers hold matrices outside ``nn.Linear``/``Conv1D``."""
+    modules = _block_matrices(model)
+    if not modules:
+        raise ValueError(
+            f"`model` ({type(model).__name__}) has no weight matrix in its transformer layers to quantize"
+        )
+    others = [
+        name
+        for name, m in modules.items()
+        if not (isinstance(m, nn.Linear) or is_conv1d(m) or _is_quantized_linear(m))
+    ]
+    if others:
+        raise ValueError(
+            f"`model` ({type(model).__name__}) keeps weight matrices of its transformer layers in "
+            f"modules int8 quantization cannot handle ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}: only nn.Linear and transformers Conv1D are "
+            "quantized); refusing rather than leaving them in float"
+        )
+
+
+def _check_share(model: nn.Module, what: str) -> float:
+    share = block_weight_share(model)
+    if share < 1.0:
+        raise RuntimeError(
+            f"{what} left {1 - share:.1%} of the transformer layers' weights of "
+            f"{type(model).__name__} in float: this is not an int8 model"
+        )
+    return share
 
 
 def _plain_linears(model: nn.Module) -> list[nn.Linear]:
@@ -109,8 +282,10 @@ def _attach_torchao_config(model: nn.Module, ao_config: Any) -> None:
     from transformers import PreTrainedModel, TorchAoConfig
     from transformers.quantizers import AutoHfQuantizer
 
-    if not isinstance(model, PreTrainedModel):
-        return
+    if not isinstance(model, PreTrainedModel) or getattr(
+        model, "_loyalkit_conv1d_converted", False
+    ):
+        return  # a converted Conv1D model would reload its int8 Linear weights into Conv1D shapes
     hf_config = TorchAoConfig(quant_type=ao_config)
     quantizer = AutoHfQuantizer.from_config(hf_config)
     # from_pretrained runs this before loading; transformers 4.57 sets `offload` here, which its
@@ -168,19 +343,24 @@ def quantize_dynamic_int8(
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))
         >>> quantize_dynamic_int8(model, backend="torch.ao")
-        Int8Quantization(backend='torch.ao', quantized_layers=2, fallback_reason=None)
+        Int8Quantization(backend='torch.ao', quantized_layers=2, fallback_reason=None, block_weight_share=1.0)
     """
     _check_model(model)
     if backend not in INT8_BACKENDS:
         raise ValueError(f"`backend` must be one of {INT8_BACKENDS}, got {backend!r}")
     if not isinstance(symmetric_activations, bool):
         raise TypeError("`symmetric_activations` must be a bool")
+    _check_everything_quantizable(model)
+    _convert_conv1d(model)
     if backend == "torch.ao":
-        return Int8Quantization("torch.ao", _quantize_torch_ao(model))
+        count = _quantize_torch_ao(model)
+        return Int8Quantization("torch.ao", count, None, _check_share(model, "int8 quantization"))
     if backend == "torchao":
-        return Int8Quantization("torchao", _quantize_torchao(model, symmetric_activations))
+        count = _quantize_torchao(model, symmetric_activations)
+        return Int8Quantization("torchao", count, None, _check_share(model, "int8 quantization"))
     try:
-        return Int8Quantization("torchao", _quantize_torchao(model, symmetric_activations))
+        count = _quantize_torchao(model, symmetric_activations)
+        return Int8Quantization("torchao", count, None, _check_share(model, "int8 quantization"))
     except Exception as error:  # ImportError or a torchao failure: both mean "use the fallback"
         reason = f"{type(error).__name__}: {error}"
     warnings.warn(
@@ -188,7 +368,8 @@ def quantize_dynamic_int8(
         RuntimeWarning,
         stacklevel=2,
     )
-    return Int8Quantization("torch.ao", _quantize_torch_ao(model), fallback_reason=reason)
+    count = _quantize_torch_ao(model)
+    return Int8Quantization("torch.ao", count, reason, _check_share(model, "int8 quantization"))
 
 
 def _qat_fake_quantize_configs() -> tuple[Any, Any]:
@@ -225,10 +406,13 @@ def prepare_qat(model: nn.Module) -> int:
     _check_model(model)
     if is_fake_quantized(model):
         raise ValueError("`model` is already prepared for quantization-aware training")
+    _check_everything_quantizable(model)
+    _convert_conv1d(model)
     selected = set(_plain_linears(model))
     activations, weights = _qat_fake_quantize_configs()
     config = QATConfig(activation_config=activations, weight_config=weights, step="prepare")
     quantize_(model, config, filter_fn=lambda m, _: m in selected)
+    _check_share(model, "quantization-aware training")
     return len(selected)
 
 
@@ -259,11 +443,13 @@ def convert_qat(model: nn.Module) -> Int8Quantization:
         filter_fn=lambda m, _: isinstance(m, FakeQuantizedLinear),
     )
     _attach_torchao_config(model, config)
-    return Int8Quantization("torchao", count)
+    return Int8Quantization("torchao", count, None, _check_share(model, "convert_qat"))
 
 
 def _check_saveable(model: nn.Module) -> Any:
     """The quantizer that ``save_pretrained`` consults, or a ValueError if there is none."""
+    if getattr(model, "_loyalkit_conv1d_converted", False):
+        raise ValueError(f"`model` ({type(model).__name__}): {_CONVERTED_INT8}")
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is None or not callable(getattr(model, "save_pretrained", None)):
         raise ValueError(

@@ -153,12 +153,13 @@ def _train(
 
 
 def _save(context: MethodContext, model: PreTrainedModel, model_dir: Path) -> None:
-    from loyalkit.compression import save_quantized
+    from loyalkit.compression import block_weight_share, save_quantized
 
     if not context.is_main_process:
         return
     model_dir.mkdir(parents=True, exist_ok=True)
-    if getattr(model, "hf_quantizer", None) is not None:
+    # save_quantized also refuses what it cannot write (GPT-2's converted Conv1D layers).
+    if getattr(model, "hf_quantizer", None) is not None or block_weight_share(model) > 0:
         save_quantized(model, model_dir)
     else:
         model.save_pretrained(model_dir)
@@ -250,9 +251,11 @@ def head_pruning(context: MethodContext, run: RunSpec, seed: int, model_dir: Pat
 def _kd_student(context: MethodContext, run: RunSpec, layers: int) -> PreTrainedModel:
     """The teacher's bottom ``layers`` layers (with its embeddings and head) as the student."""
     _check_student_layers(context, run, layers)
-    student = AutoModelForSequenceClassification.from_pretrained(
-        context.teacher_dir, num_hidden_layers=layers
-    )
+    depth: dict[str, Any] = {"num_hidden_layers": layers}
+    layer_types = getattr(context.teacher.config, "layer_types", None)
+    if isinstance(layer_types, list):  # ModernBERT, Qwen2: one type per layer, checked on loading
+        depth["layer_types"] = layer_types[:layers]
+    student = AutoModelForSequenceClassification.from_pretrained(context.teacher_dir, **depth)
     return student.train()
 
 

@@ -280,7 +280,7 @@ def test_bad_arguments_raise_named_errors(tmp_path) -> None:  # type: ignore[no-
         prune_heads(model, [(0, 1)])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="already removed"):
         zero_head_outputs(model, {1: [0]})
-    with pytest.raises(TypeError, match="BERT-style"):
+    with pytest.raises(ValueError, match="Linear: no list of transformer layers"):
         prune_heads(torch.nn.Linear(2, 2), {0: [0]})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="labels"):
         gradient_head_importance(model, [{"input_ids": inputs()["input_ids"]}])
