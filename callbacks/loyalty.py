@@ -21,6 +21,11 @@ logits: under ``torchrun`` / ``accelerate launch`` every process sees complete, 
 logits of both models and computes the same values. Later evaluations reuse the teacher's logits;
 a set whose size or label order changed in between is refused.
 
+A causal LM (a ``...ForCausalLM`` student) is judged token by token instead: ``attach`` hands the
+trainer to :class:`~loyalkit.callbacks.token_loyalty.TokenLoyaltyCallback`, which reports the same
+metric names (``eval_label_loyalty``: same top-1 next token, ...) plus ``kl_divergence_p99``,
+``delta_p_rms`` and ``ppl_ratio``, without gathering tokens x vocabulary logits.
+
 Example:
     >>> from loyalkit.callbacks import LoyaltyCallback
     >>> # trainer = Trainer(model=student, args=args, train_dataset=train, eval_dataset=dev)
@@ -79,6 +84,14 @@ def _groups_by_length(args: TrainingArguments) -> bool:
     )
 
 
+def _is_causal_lm(model: Any) -> bool:
+    """Whether ``model`` is one of transformers' causal-LM classes (``...ForCausalLM``,
+    ``GPT2LMHeadModel``, ...), by the auto mapping that ``AutoModelForCausalLM`` itself uses."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return type(model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+
+
 def _num_labels(model: Any) -> int | None:
     config = getattr(model, "config", None)
     return getattr(config, "num_labels", None)
@@ -105,11 +118,27 @@ class LoyaltyCallback(TrainerCallback):
         self._computed = False
 
     def attach(self, trainer: Trainer) -> LoyaltyCallback:
-        """Register with ``trainer`` and wrap its ``compute_metrics``; returns the callback."""
+        """Register with ``trainer`` and wrap its ``compute_metrics``; returns the callback.
+
+        For a causal-LM student the token-level callback is registered instead (module docstring).
+        """
         if not isinstance(trainer, Trainer):
             raise TypeError(
                 f"`trainer` must be a transformers.Trainer, got {type(trainer).__name__}"
             )
+        if _is_causal_lm(trainer.model):
+            from loyalkit.callbacks.token_loyalty import TokenLoyaltyCallback
+
+            if self.base is not None:
+                raise ValueError(
+                    "`base` is for classifiers: token-level loyalty of a causal LM is computed "
+                    f"in natural log only, got base={self.base!r}"
+                )
+            if self._trainer is not None:
+                raise ValueError("this LoyaltyCallback is already attached to a Trainer")
+            TokenLoyaltyCallback(self.teacher).attach(trainer)
+            self._trainer = trainer
+            return self
         if self._trainer is not None:
             raise ValueError("this LoyaltyCallback is already attached to a Trainer")
         if any(isinstance(cb, LoyaltyCallback) for cb in trainer.callback_handler.callbacks):

@@ -101,6 +101,24 @@ def test_every_evaluation_reports_token_loyalty(tmp_path, trainer_class):
     assert trainer.state.log_history[-1]["dev_label_loyalty"] == metrics["dev_label_loyalty"]
 
 
+def test_loyalty_callback_judges_a_causal_lm_token_by_token(tmp_path):
+    # The classifier callback, given a causal-LM student, reports the token-level values.
+    trainer = _trainer(tmp_path)
+    teacher = tiny_llama()
+    LoyaltyCallback(teacher).attach(trainer)
+    assert [type(cb) for cb in trainer.callback_handler.callbacks].count(TokenLoyaltyCallback) == 1
+    trainer.train()
+    assert [e["step"] for e in trainer.state.log_history if "eval_label_loyalty" in e] == [1, 2]
+    metrics = trainer.evaluate()
+    expected = _scipy_report(teacher, trainer.model.eval(), trainer.eval_dataset)
+    for name, value in expected.items():
+        assert metrics[f"eval_{name}"] == pytest.approx(value, rel=1e-4, abs=1e-9), name
+    with pytest.raises(ValueError, match="conflict"):
+        LoyaltyCallback(tiny_llama()).attach(trainer)
+    with pytest.raises(ValueError, match="natural log only"):
+        LoyaltyCallback(tiny_llama(), base=2).attach(_trainer(tmp_path / "b"))
+
+
 def test_conflicts_and_misuse_are_refused(tmp_path):
     trainer = _trainer(tmp_path)
     TokenLoyaltyCallback(tiny_llama()).attach(trainer)
