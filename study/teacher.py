@@ -162,9 +162,17 @@ def _fine_tune_teacher(
     progress: bool,
 ) -> Any:
     from accelerate import PartialState
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        set_seed,
+    )
 
     names = list(task.label_names)
+    # A new classification head is drawn at random: from the teacher's seed, not from whatever
+    # state earlier work left the generators in (the Trainer seeds only after this).
+    set_seed(config.teacher.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
         num_labels=len(names),
