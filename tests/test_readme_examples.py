@@ -118,16 +118,10 @@ EXAMPLES = readme_examples(README.read_text(encoding="utf-8"))
 #: Blocks not yet rewritten to run on their own (issue 11, finding 9, unfinished): they must still
 #: fail (strict), so each one fixed has to leave this list.
 PENDING = {
-    "loyalty-at-every-evaluation",
-    "magnitude-pruning-on-a-schedule",
-    "attention-head-pruning",
-    "knowledge-distillation",
-    "progressive-module-replacement-bert-of-theseus",
     "attack-any-model",
     "at-every-evaluation-of-a-training-run",
     "adversarial-loyalty-beyond-the-paper",
     "offline-resources-and-recipes",
-    "pushing-a-compressed-model-with-its-model-card",
 }
 
 
