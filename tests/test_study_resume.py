@@ -215,3 +215,20 @@ def test_a_second_study_run_on_a_folder_in_use_is_refused(tmp_path: Path) -> Non
     results = run_study(config, progress=False)
     assert results["runs"][0]["status"] == "done"
     assert not lock.exists()
+
+
+def test_push_refuses_a_model_changed_since_it_was_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from loyalkit.cli import main
+
+    run_study(StudyConfig.from_dict(one_run(tmp_path)), progress=False)
+    output = tmp_path / "study"
+    push = ["study", "push", str(output), "--method", "kd-logit", "--seed", "0"]
+    push += ["--repo-id", "you/tiny-kd", "--dry-run"]
+    assert main(push) == 0
+    capsys.readouterr()
+    corrupt(output / "methods" / "kd-logit" / "seed-0" / "model" / "model.safetensors", "bit rot")
+    assert main(push) == 1
+    error = capsys.readouterr().err
+    assert "is not the one the study measured: model.safetensors changed" in error
