@@ -115,15 +115,17 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 # ---------------------------------------------------------------- one run
 
 
-def _run_key(config: StudyConfig, spec: RunSpec, seed: int, teacher_fp: str) -> str:
-    """A run's fingerprint: the teacher's (its weights' hashes), the content of the task's files,
-    the method's settings, the seed and what is measured."""
+def _run_key(
+    config: StudyConfig, spec: RunSpec, seed: int, teacher_fp: str, inputs: dict[str, Any]
+) -> str:
+    """A run's fingerprint: the teacher's (its weights' hashes), the content of the task's files
+    (``inputs``, from ``task_inputs``), the method's settings, the seed and what is measured."""
     data = config.to_dict()
     return fingerprint(
         {
             "version": FINGERPRINT_VERSION,
             "teacher": teacher_fp,
-            "task": task_inputs(config),
+            "task": inputs,
             "method": spec.method,
             "settings": data["methods"][spec.family],
             "seed": seed,
@@ -496,13 +498,14 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
             }
         )
 
+        inputs = task_inputs(config)  # the task files' hashes, once for every run
         runs: list[dict[str, Any]] = []
         plan = [(spec, seed) for spec in config.runs() for seed in config.seeds]
         bar = tqdm(plan, desc="study", unit="run", disable=not (progress and state.is_main_process))
         for spec, seed in bar:
             bar.set_postfix_str(f"{spec.method} seed {seed}")
             run_folder = output / "methods" / spec.method / f"seed-{seed}"
-            key = _run_key(config, spec, seed, teacher_fp)
+            key = _run_key(config, spec, seed, teacher_fp, inputs)
             done = read_json(run_folder / "done.json")
             if _reusable(done, key, run_folder, spec, seed):
                 logger.info("%s seed %d: finished before, skipped", spec.method, seed)
