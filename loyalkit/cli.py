@@ -53,8 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     module: ModuleType = args.command_module
+    from loyalkit.cli_noise import filtered_noise
+
     try:
-        return int(module.run(args))
+        # The entry point, not the library, filters third-party noise (loyalkit.cli_noise).
+        with filtered_noise(quiet=bool(getattr(args, "quiet", False))):
+            return int(module.run(args))
     except _USER_ERRORS as err:
         print(f"loyalkit {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -16,6 +16,8 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 from pathlib import Path
@@ -120,7 +122,10 @@ def _add_run(actions: Any) -> argparse.ArgumentParser:
         help="skip the attack (no TextAttack needed); the robustness columns stay empty",
     )
     parser.add_argument(
-        "--quiet", action="store_true", help="no progress bars (the log file is still written)"
+        "--quiet",
+        action="store_true",
+        help="print only errors and the final table: no progress bars, warnings or training "
+        "logs (study.log still gets everything)",
     )
     return parser
 
@@ -216,12 +221,16 @@ def _run(args: argparse.Namespace) -> int:
             config, attack=dataclasses.replace(config.attack, enabled=False)
         )
     config.check_runnable()
-    # Warnings on the console; the study's INFO records go to study.log only.
+    # Warnings (errors only with --quiet) on the console; the study's INFO records go to
+    # study.log only.
     console = logging.StreamHandler()
-    console.setLevel(logging.WARNING)
+    console.setLevel(logging.ERROR if args.quiet else logging.WARNING)
     logging.getLogger().addHandler(console)
+    # --quiet: what the Trainer prints (its log dicts when progress bars are off) is dropped.
+    silenced = contextlib.redirect_stdout(io.StringIO()) if args.quiet else contextlib.nullcontext()
     try:
-        results = run_study(config, progress=not args.quiet)
+        with silenced:
+            results = run_study(config, progress=not args.quiet)
     finally:
         logging.getLogger().removeHandler(console)
     from accelerate import PartialState

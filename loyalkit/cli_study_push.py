@@ -59,6 +59,21 @@ def add_push_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_unchanged(model_dir: Path) -> None:
+    """Refuse to push a model whose files differ from those the study measured (done.json)."""
+    from loyalkit.study.state import changed_files, read_json
+
+    done = read_json(model_dir.parent / "done.json")
+    if not isinstance(done, dict) or not done.get("files"):
+        return  # a study folder from before file hashes were recorded: nothing to compare
+    changed = changed_files(model_dir, done["files"])
+    if changed:
+        raise ValueError(
+            f"the model in {str(model_dir)!r} is not the one the study measured: "
+            f"{', '.join(changed[:5])} changed since. Rerun `loyalkit study run` to redo it"
+        )
+
+
 def run_push(args: argparse.Namespace, api: Any = None) -> int:
     """Build, check and push (or, with ``--dry-run``, only show) the card and the model."""
     from loyalkit.study.hub_push import check_repo_id, push_model
@@ -74,6 +89,7 @@ def run_push(args: argparse.Namespace, api: Any = None) -> int:
     if not run.get("model_dir"):
         raise ValueError(f"method {args.method!r} seed {run.get('seed')} saved no model to push")
     model_dir = results_dir / run["model_dir"]
+    _check_unchanged(model_dir)
     card = build_model_card(
         results,
         args.method,

@@ -14,16 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from loyalkit.metrics.inputs import check_same_length, to_numpy
-
-
-def _as_array(values: Any, name: str) -> np.ndarray | None:
-    """The batch column as a numeric array, or None where evaluate's own path should handle it."""
-    if isinstance(values, np.ndarray) or hasattr(values, "detach"):
-        array = to_numpy(values, name)
-        if array.dtype.kind in "iuf" and array.ndim in (1, 2):
-            return array
-    return None
+from loyalkit.metrics.functional import check_pair
 
 
 def _arrow_column(array: np.ndarray) -> pa.Array:
@@ -38,18 +29,34 @@ def _arrow_column(array: np.ndarray) -> pa.Array:
 class ArrowBatches:
     """Mixin for an ``evaluate.Metric`` with ``predictions`` and ``references`` columns only.
 
-    Batches of NumPy arrays or torch tensors are written directly; anything else (lists, a mix of
-    forms, extra columns) goes through ``evaluate``'s own ``add_batch`` unchanged.
+    Every batch, whatever its form (lists, NumPy arrays, torch tensors), first goes through
+    ``loyalkit.metrics.functional.check_pair``, the check every function of the functional API
+    starts with, so the modules accept and refuse exactly what the functions do (bools, strings,
+    bytes, empty and scalar inputs are refused naming the argument). Checked arrays are written
+    to the Arrow cache directly; ``evaluate``'s own ``add_batch`` would cast bools and numeric
+    strings to numbers and read bytes as a list of small integers.
     """
+
+    def add(self, *, prediction: Any = None, reference: Any = None, **kwargs: Any) -> None:
+        """Add one example: the student's output (``prediction``) and the teacher's."""
+        if kwargs:
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)}: expected prediction, reference"
+            )
+        return self.add_batch(predictions=[prediction], references=[reference])
 
     def add_batch(self, *, predictions: Any = None, references: Any = None, **kwargs: Any) -> None:
         """Add a batch of student outputs (``predictions``) and teacher outputs (``references``)."""
-        base: Any = super()
-        student = _as_array(predictions, "predictions")
-        teacher = _as_array(references, "references")
-        if kwargs or student is None or teacher is None or student.ndim != teacher.ndim:
-            return base.add_batch(predictions=predictions, references=references, **kwargs)
-        check_same_length(student, teacher, ("predictions", "references"))
+        if kwargs:
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)}: expected predictions, references"
+            )
+        student, teacher = check_pair(predictions, references)
+        if student.ndim != teacher.ndim:
+            raise ValueError(
+                "`predictions` and `references` must have the same form: both labels (1-D) or "
+                f"both scores (2-D), got {student.ndim}-D and {teacher.ndim}-D"
+            )
         table = pa.table(
             {"predictions": _arrow_column(student), "references": _arrow_column(teacher)}
         )

@@ -32,13 +32,16 @@ from loyalkit.metrics.inputs import (
     as_labels,
     as_scores,
     check_base,
+    check_inferable,
     check_input_type,
     check_num_classes,
+    check_outputs,
     check_same_length,
     to_numpy,
 )
 
 __all__ = [
+    "check_pair",
     "flip_rates",
     "kl_divergence",
     "label_agreement",
@@ -53,7 +56,23 @@ _PAIR = ("predictions", "references")
 
 
 def _as_arrays(predictions: Any, references: Any) -> tuple[np.ndarray, np.ndarray]:
-    return to_numpy(predictions, "predictions"), to_numpy(references, "references")
+    """Both models' outputs, checked as the ``evaluate`` modules check every batch."""
+    return check_pair(predictions, references)
+
+
+def check_pair(predictions: Any, references: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The first check of every function here, and of every batch the ``evaluate`` modules get.
+
+    Example:
+        >>> check_pair([True, False], [1, 0])
+        Traceback (most recent call last):
+        ...
+        TypeError: `predictions` (the student's outputs) must be integer class labels, got dtype bool
+    """
+    student = check_outputs(predictions, "predictions")
+    teacher = check_outputs(references, "references")
+    check_same_length(student, teacher, _PAIR)
+    return student, teacher
 
 
 def _class_count(student: np.ndarray, teacher: np.ndarray, num_classes: int | None) -> int | None:
@@ -82,6 +101,8 @@ def _paired_labels(
     teacher = as_labels(references, "references", num_classes)
     check_same_length(student, teacher, _PAIR)
     if num_classes is None:
+        check_inferable(student, "predictions")
+        check_inferable(teacher, "references")
         num_classes = max(2, int(max(student.max(), teacher.max())) + 1)
     return student, teacher, num_classes
 
@@ -287,13 +308,14 @@ def label_loyalty_per_class(
         {0: 1.0, 1: 0.6666666666666666}
     """
     student, teacher, num_classes = _paired_labels(predictions, references, num_classes)
-    return _per_class(student, teacher, num_classes)
+    return _per_class(student, teacher)
 
 
-def _per_class(student: np.ndarray, teacher: np.ndarray, num_classes: int) -> dict[int, float]:
-    totals = np.bincount(teacher, minlength=num_classes)
-    agreed = np.bincount(teacher, weights=student == teacher, minlength=num_classes)
-    return {c: float(agreed[c] / totals[c]) for c in range(num_classes) if totals[c] > 0}
+def _per_class(student: np.ndarray, teacher: np.ndarray) -> dict[int, float]:
+    # Over the classes present only: memory follows the examples, never the largest label.
+    classes, index, totals = np.unique(teacher, return_inverse=True, return_counts=True)
+    agreed = np.bincount(index, weights=student == teacher, minlength=len(classes))
+    return {int(c): float(a / t) for c, a, t in zip(classes, agreed, totals, strict=True)}
 
 
 def _gold_labels(labels: Any, length: int, num_classes: int) -> np.ndarray:
@@ -381,7 +403,7 @@ def loyalty(
         per_example["probability_loyalty"] = loyal
     else:
         check_base(base)
-    per_class = _per_class(student, teacher, num_classes)
+    per_class = _per_class(student, teacher)
     result["label_loyalty_per_class"] = per_class
     result["worst_class_label_loyalty"] = min(per_class.values())
     if labels is not None:

@@ -7,7 +7,7 @@ wrong input never reaches the math as a NumPy traceback or a silently wrong numb
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +18,11 @@ INPUT_TYPES: tuple[str, ...] = ("logits", "probabilities")
 #: Largest allowed deviation of a probability row's sum from 1. Rows within it are renormalised, as
 #: ``scipy.spatial.distance.jensenshannon`` does, so float32 softmax outputs pass unchanged.
 PROBABILITY_SUM_TOLERANCE = 1e-4
+
+#: Largest class count inferred from labels when ``num_classes`` is not given (2**20, above every
+#: tokenizer vocabulary in use). A larger label is almost always a mistake (an id, a hash, a
+#: count): it would make the per-class tables allocate memory in proportion to its value.
+MAX_INFERRED_CLASSES = 2**20
 
 _ROLES = {
     "predictions": "the student's outputs",
@@ -35,8 +40,9 @@ def to_numpy(values: Any, name: str) -> np.ndarray:
     """Convert ``values`` to a NumPy array, detecting ragged rows instead of making an object array."""
     if values is None:
         raise TypeError(f"{_describe(name)} is required, got None")
-    if isinstance(values, (str, bytes)):
-        raise TypeError(f"{_describe(name)} must be a sequence of numbers, got a string")
+    if isinstance(values, (str, bytes, bytearray, memoryview)):
+        kind = "a string" if isinstance(values, str) else f"{type(values).__name__} (raw bytes)"
+        raise TypeError(f"{_describe(name)} must be a sequence of numbers, got {kind}")
     if type(values).__module__.startswith("pyarrow"):
         return _check_has_examples(_arrow_to_numpy(values, name), name)
     if hasattr(values, "detach"):  # torch.Tensor: leave autograd and the device behind
@@ -44,6 +50,11 @@ def to_numpy(values: Any, name: str) -> np.ndarray:
         values = (tensor.double() if tensor.is_floating_point() else tensor).numpy()
     if isinstance(values, np.ndarray) and values.dtype != object:
         return _check_has_examples(values, name)
+    if not hasattr(values, "__iter__") or isinstance(values, Mapping):
+        raise TypeError(
+            f"{_describe(name)} must be a sequence with one entry per example, "
+            f"got {type(values).__name__} {values!r:.40}"
+        )
     rows = list(values)
     lengths = {_row_length(row) for row in rows}
     if len(lengths) > 1:
@@ -92,7 +103,7 @@ def _check_has_examples(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def _row_length(row: Any) -> int | None:
-    if isinstance(row, (str, bytes)):
+    if isinstance(row, (str, bytes, bytearray)):
         return None
     if isinstance(row, np.ndarray):
         return None if row.ndim == 0 else len(row)
@@ -182,6 +193,32 @@ def as_scores(values: Any, name: str, input_type: InputType) -> np.ndarray:
     return array
 
 
+def check_inferable(labels: np.ndarray, name: str) -> None:
+    """Refuse to infer a class count above ``MAX_INFERRED_CLASSES`` from ``labels``."""
+    if labels.size and labels.max() >= MAX_INFERRED_CLASSES:
+        bad = int(np.argmax(labels))
+        raise ValueError(
+            f"{_describe(name)} has label {labels[bad]} at example {bad}: inferring the class "
+            f"count is limited to labels below {MAX_INFERRED_CLASSES:,}; pass `num_classes` if "
+            "that many classes are meant"
+        )
+
+
+def check_outputs(values: Any, name: str) -> np.ndarray:
+    """``values`` as an array after the checks every metric makes before any math.
+
+    1-D class labels (integers, or whole floats, >= 0) or 2-D finite scores with at least 2
+    classes; bools, strings, bytes, empty and scalar inputs are refused naming ``name``. The
+    ``evaluate`` modules run this on every batch, so they accept exactly what the functions accept.
+    """
+    array = to_numpy(values, name)
+    if array.ndim == 2:
+        as_scores(array, name, "logits")
+    else:
+        as_labels(array, name, None)
+    return array
+
+
 def as_labels(values: Any, name: str, num_classes: int | None) -> np.ndarray:
     """Checked 1-D int64 class indices in ``[0, num_classes)``; 2-D scores become their argmax."""
     array = to_numpy(values, name)
@@ -207,6 +244,11 @@ def as_labels(values: Any, name: str, num_classes: int | None) -> np.ndarray:
                 f"{_describe(name)} must be integer class labels, got {array[bad]!r} "
                 f"at example {bad}"
             )
+    if array.dtype.kind == "f" and (np.abs(array) >= 2.0**62).any():
+        bad = int(np.flatnonzero(np.abs(array) >= 2.0**62)[0])
+        raise ValueError(
+            f"{_describe(name)} has label {array[bad]!r} at example {bad}, too large for a class label"
+        )
     labels = array.astype(np.int64)
     if (labels < 0).any():
         raise ValueError(f"{_describe(name)} has a negative label ({labels.min()}); expected >= 0")

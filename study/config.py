@@ -75,6 +75,16 @@ def _check_int(path: str, value: Any, minimum: int) -> None:
         raise _fail(path, f"expected an int >= {minimum}, got {value!r}")
 
 
+#: Seeds reach NumPy (``np.random.seed`` in ``transformers.set_seed``), which takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+def _check_seed(path: str, value: Any) -> None:
+    _check_int(path, value, 0)
+    if value > MAX_SEED:
+        raise _fail(path, f"expected a seed in 0..2**32 - 1 (NumPy's range), got {value}")
+
+
 def _check_number(
     path: str, value: Any, low: float, high: float | None = None, *, open_low: bool = False
 ) -> None:
@@ -107,7 +117,10 @@ class TeacherConfig:
     folder or a Hub id. ``fine_tune="auto"`` fine-tunes it on the task when it has no
     classification head trained for the task's labels (a bare encoder, or ``num_labels`` /
     ``id2label`` that differ from the data's); ``True`` always, ``False`` never (then its labels
-    must match the data). The other fields are the fine-tuning settings."""
+    must match the data). ``min_margin_over_majority`` (default 0.02, 2 points) stops the study when
+    the teacher's validation accuracy is not that much above the majority-class rate: loyalty to a
+    teacher that has learnt nothing is trivially high. ``null`` turns the check off. The other
+    fields are the fine-tuning settings."""
 
     model: str = "minilm"
     fine_tune: bool | Literal["auto"] = "auto"
@@ -117,6 +130,7 @@ class TeacherConfig:
     max_length: int = 64
     max_train_examples: int | None = None
     seed: int = 0
+    min_margin_over_majority: float | None = 0.02
 
     def check(self, path: str = "teacher") -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -131,7 +145,11 @@ class TeacherConfig:
         _check_int(f"{path}.max_length", self.max_length, 8)
         if self.max_train_examples is not None:
             _check_int(f"{path}.max_train_examples", self.max_train_examples, 1)
-        _check_int(f"{path}.seed", self.seed, 0)
+        _check_seed(f"{path}.seed", self.seed)
+        if self.min_margin_over_majority is not None:
+            _check_number(
+                f"{path}.min_margin_over_majority", self.min_margin_over_majority, -1.0, 1.0
+            )
 
 
 # ---------------------------------------------------------------- methods
@@ -398,7 +416,7 @@ class AttackSettings:
         if self.time_budget_s is not None:
             _check_number(f"{path}.time_budget_s", self.time_budget_s, 0, open_low=True)
         _check_int(f"{path}.batch_size", self.batch_size, 1)
-        _check_int(f"{path}.seed", self.seed, 0)
+        _check_seed(f"{path}.seed", self.seed)
         for name in ("synonyms", "nltk_data", "sentence_encoder"):
             value = getattr(self, name)
             if value is not None and not Path(value).exists():
@@ -474,7 +492,7 @@ class StudyConfig:
         if not isinstance(self.seeds, tuple) or not self.seeds:
             raise _fail("seeds", f"expected a non-empty list of ints, got {self.seeds!r}")
         for seed in self.seeds:
-            _check_int("seeds", seed, 0)
+            _check_seed("seeds", seed)
         if len(set(self.seeds)) != len(self.seeds):
             raise _fail("seeds", f"a seed is listed twice: {list(self.seeds)}")
         if not isinstance(self.output_dir, Path):
@@ -713,11 +731,49 @@ def _yaml_loader() -> Any:
     return Loader
 
 
+def _absolute(value: Any, folder: Path) -> Any:
+    if isinstance(value, str) and value and not Path(value).is_absolute():
+        return str((folder / value).resolve())
+    return value
+
+
+def _resolve_paths(data: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` with its relative paths made absolute against ``folder`` (the config file's)."""
+    data = dict(data)
+    sections = {"task": ("train_file", "validation_file", "cache_dir"), "attack": _ATTACK_PATHS}
+    for section, keys in sections.items():
+        if isinstance(data.get(section), Mapping):
+            values = dict(data[section])
+            for key in keys:
+                if key in values:
+                    values[key] = _absolute(values[key], folder)
+            data[section] = values
+    teacher = data.get("teacher")
+    if isinstance(teacher, Mapping) and isinstance(teacher.get("model"), str):
+        model = teacher["model"]
+        # A Hub id ("user/name") is not a path; a folder beside the config file, or a name spelled
+        # as a relative path, is.
+        if model != "minilm" and (
+            model.startswith(("./", "../", ".\\", "..\\")) or (folder / model).exists()
+        ):
+            data["teacher"] = {**teacher, "model": _absolute(model, folder)}
+    data["output_dir"] = _absolute(data.get("output_dir"), folder)
+    if data["output_dir"] is None:
+        del data["output_dir"]
+    return data
+
+
+_ATTACK_PATHS = ("synonyms", "nltk_data", "sentence_encoder")
+
+
 def load_config(path: str | Path, base: StudyConfig | None = None) -> StudyConfig:
     """Read a YAML (``.yaml``/``.yml``) or JSON (``.json``) config file, strictly.
 
-    Relative task file and attack resource paths are taken relative to the config file's folder. ``base`` is the
-    config the file's values override (default: the preset the file names, else ``quick``).
+    Relative paths (task files, attack resources, ``output_dir``, and ``teacher.model`` when it
+    names a folder there or starts with ``./`` or ``../``) are taken relative to the config
+    file's folder and made absolute, so the working folder and the spelling of ``path`` do not
+    change the study. ``base`` is the config the file's values override (default: the preset the
+    file names, else ``quick``).
     """
     path = Path(path)
     if not path.is_file():
@@ -739,16 +795,6 @@ def load_config(path: str | Path, base: StudyConfig | None = None) -> StudyConfi
     else:
         raise ValueError(f"config: expected a .yaml, .yml or .json file, got {str(path)!r}")
     data = {} if data is None else data
-    if isinstance(data, Mapping) and isinstance(data.get("task"), Mapping):
-        task = dict(data["task"])
-        for key in ("train_file", "validation_file"):
-            if isinstance(task.get(key), str) and not Path(task[key]).is_absolute():
-                task[key] = str(path.parent / task[key])
-        data = {**data, "task": task}
-    if isinstance(data, Mapping) and isinstance(data.get("attack"), Mapping):
-        attack = dict(data["attack"])
-        for key in ("synonyms", "nltk_data", "sentence_encoder"):
-            if isinstance(attack.get(key), str) and not Path(attack[key]).is_absolute():
-                attack[key] = str(path.parent / attack[key])
-        data = {**data, "attack": attack}
+    if isinstance(data, Mapping):
+        data = _resolve_paths(data, path.resolve().parent)
     return StudyConfig.from_dict(data, base)

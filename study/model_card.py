@@ -282,9 +282,14 @@ def _body(
 
     lines = [f"# {name}", ""]
     teacher_text = f"`{base}`" if base else "a local model"
+    train_data = task.get("train_data") or "the task's training data"
+    if teacher.get("fine_tuned") is False:
+        made = f"teacher ({teacher_text}, used as given, not fine-tuned by the study)"
+    else:
+        made = f"teacher fine-tuned from {teacher_text} on **{train_data}**"
     lines.append(
         f"A compressed text classifier: **{title}** (loyalkit method `{method}`) applied to a "
-        f"teacher fine-tuned from {teacher_text} on **{task.get('name', 'the task')}** "
+        f"{made} "
         f"({task.get('num_labels', '?')} labels: {', '.join(map(str, task.get('label_names', [])))}). "
         f"Made with loyalkit in a study of how *loyal* compressed models "
         "stay to their teacher (Xu et al., 2021), seed "
@@ -292,9 +297,10 @@ def _body(
     )
     lines += ["", "## How it was made", ""]
     lines.append(
-        f"`loyalkit study run` trained the teacher on the task, then produced this model with the "
-        f"`{method}` method and measured it against the teacher on the validation set "
-        f"({task.get('validation_size', '?')} examples)."
+        "`loyalkit study run` took the teacher, produced this model with the "
+        f"`{method}` method (training data: {train_data}) and measured it against the teacher "
+        f"on the validation set ({task.get('validation_data') or 'the validation split'}, "
+        f"{task.get('validation_size', '?')} examples)."
     )
     if settings:
         lines += ["", "Method settings:", "", "```json", json.dumps(settings, indent=2), "```"]

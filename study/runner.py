@@ -46,6 +46,7 @@ import numpy as np
 from loyalkit.study import methods as study_methods
 from loyalkit.study.attacks import attack, teacher_attack
 from loyalkit.study.config import RunSpec, StudyConfig
+from loyalkit.study.lock import study_lock
 from loyalkit.study.measure import (
     classification_metrics,
     count_parameters,
@@ -55,9 +56,16 @@ from loyalkit.study.measure import (
     size_on_disk_mb,
     time_models,
 )
-from loyalkit.study.state import fingerprint, read_json, write_json
+from loyalkit.study.state import (
+    FINGERPRINT_VERSION,
+    changed_files,
+    file_digests,
+    fingerprint,
+    read_json,
+    write_json,
+)
 from loyalkit.study.task_data import TaskData, load_task
-from loyalkit.study.teacher import prepare_teacher
+from loyalkit.study.teacher import check_teacher_quality, prepare_teacher, task_inputs
 
 __all__ = ["run_study"]
 
@@ -107,11 +115,17 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 # ---------------------------------------------------------------- one run
 
 
-def _run_key(config: StudyConfig, spec: RunSpec, seed: int, teacher_fp: str) -> str:
+def _run_key(
+    config: StudyConfig, spec: RunSpec, seed: int, teacher_fp: str, inputs: dict[str, Any]
+) -> str:
+    """A run's fingerprint: the teacher's (its weights' hashes), the content of the task's files
+    (``inputs``, from ``task_inputs``), the method's settings, the seed and what is measured."""
     data = config.to_dict()
     return fingerprint(
         {
+            "version": FINGERPRINT_VERSION,
             "teacher": teacher_fp,
+            "task": inputs,
             "method": spec.method,
             "settings": data["methods"][spec.family],
             "seed": seed,
@@ -225,20 +239,57 @@ def _do_run(
     if state.is_main_process:
         shutil.rmtree(folder / "trainer", ignore_errors=True)
         name = "done.json" if record["status"] == "done" else "failed.json"
-        write_json(folder / name, {"fingerprint": key, "run": record})
+        written: dict[str, Any] = {"fingerprint": key, "run": record}
+        if record["status"] == "done":
+            written["files"] = file_digests(folder / "model")
+        write_json(folder / name, written)
     state.wait_for_everyone()
     if not state.is_main_process:  # the main process measured: every process gets its record
-        written = read_json(folder / "done.json") or read_json(folder / "failed.json")
-        if isinstance(written, dict):
-            record = written["run"]
+        saved = read_json(folder / "done.json") or read_json(folder / "failed.json")
+        if isinstance(saved, dict):
+            record = saved["run"]
     return record
 
 
 # ---------------------------------------------------------------- the study
 
 
-def _task_record(task: TaskData) -> dict[str, Any]:
+def _reusable(done: Any, key: str, folder: Path, spec: RunSpec, seed: int) -> bool:
+    """Whether a finished run matches ``key`` and its model files are those it was measured with."""
+    if not isinstance(done, dict) or done.get("fingerprint") != key:
+        return False
+    changed = changed_files(folder / "model", done.get("files"))
+    if changed:
+        logger.warning(
+            "%s seed %d: the saved model changed since it was measured (%s); redoing the run",
+            spec.method,
+            seed,
+            ", ".join(changed[:5]),
+        )
+        return False
+    return True
+
+
+def _split_names(config: StudyConfig) -> dict[str, str]:
+    """What each split was read from, in words: a file name, or a dataset and its split."""
+    task = config.task
+    if task.train_file is not None and task.validation_file is not None:
+        return {"train_data": task.train_file.name, "validation_data": task.validation_file.name}
+    if task.dataset is not None:
+        name = task.dataset + (f"/{task.dataset_config}" if task.dataset_config else "")
+        return {
+            "train_data": f"{name} ({task.train_split} split)",
+            "validation_data": f"{name} ({task.validation_split} split)",
+        }
     return {
+        "train_data": "the bundled sentiment example (train split)",
+        "validation_data": "the bundled sentiment example (test split)",
+    }
+
+
+def _task_record(task: TaskData, config: StudyConfig | None = None) -> dict[str, Any]:
+    return {
+        **(_split_names(config) if config is not None else {}),
         "name": task.name,
         "num_labels": task.num_labels,
         "label_names": list(task.label_names),
@@ -248,19 +299,56 @@ def _task_record(task: TaskData) -> dict[str, Any]:
     }
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            for line in file:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    names = ("loyalkit", "torch", "transformers", "accelerate", "datasets", "evaluate", "numpy",
+             "scipy", "torchao", "textattack", "tokenizers", "safetensors")  # fmt: skip
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def _environment(processes: int) -> dict[str, Any]:
-    """What the numbers depend on: versions, CPU count, torch threads, training processes."""
+    """What the numbers depend on: library versions, CPU model and count, torch threads, load
+    average while the study ran, training processes. Training results are identical for the same
+    config, seeds and thread count; another thread count can change the last digits."""
     import platform
 
     import torch
     import transformers
 
+    try:
+        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "versions": _versions(),
+        "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "load_average": load,
         "processes": processes,
         "platform": platform.platform(),
     }
@@ -281,7 +369,7 @@ def _results(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "environment": _environment(processes),
         "config": config.to_dict(),
-        "task": _task_record(task),
+        "task": _task_record(task, config),
         "teacher": teacher,
         "runs": runs,
         "summary": summarize(runs),
@@ -299,7 +387,12 @@ def _time_all(
     models = {"teacher": load_student(output / teacher["model_dir"])}
     for index, run in enumerate(runs):
         if run["status"] == "done":
-            models[str(index)] = load_student(output / run["model_dir"])
+            try:
+                models[str(index)] = load_student(output / run["model_dir"])
+            except Exception as error:  # a model damaged after it was measured: not timed
+                logger.error(
+                    "%s seed %s: cannot be loaded for timing: %s", run["method"], run["seed"], error
+                )
     measure = config.measure
     logger.info("timing %d models (%d threads)", len(models), measure.latency_threads)
     latency = time_models(
@@ -336,7 +429,12 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
     if state.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()
-    with _log_to(output / "study.log", state.is_main_process), _torch_threads(config.threads):
+    lock = study_lock(output) if state.is_main_process else contextlib.nullcontext()
+    with (
+        lock,
+        _log_to(output / "study.log", state.is_main_process),
+        _torch_threads(config.threads),
+    ):
         logger.info("study: %s", json.dumps(config.to_dict()))
         task = load_task(config.task, seed=config.teacher.seed)
         folder = output / "teacher"
@@ -381,6 +479,9 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
             ],
             "attack": None,
         }
+        check_teacher_quality(
+            teacher_record["accuracy"], context["labels"], config.teacher.min_margin_over_majority
+        )
         if state.is_main_process:
             context["teacher_attack"] = teacher_attack(
                 config, teacher, tokenizer, task, folder, progress
@@ -388,17 +489,25 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
             if context["teacher_attack"] is not None:
                 teacher_record["attack"] = dict(context["teacher_attack"].summary)
         state.wait_for_everyone()
-        teacher_fp = str(teacher_done.get("fingerprint")) if teacher_done else ""
+        # The teacher's fingerprint and its saved files: a teacher redone with other weights makes
+        # every run stale.
+        teacher_fp = fingerprint(
+            {
+                "key": teacher_done.get("fingerprint") if teacher_done else None,
+                "files": teacher_done.get("files") if teacher_done else None,
+            }
+        )
 
+        inputs = task_inputs(config)  # the task files' hashes, once for every run
         runs: list[dict[str, Any]] = []
         plan = [(spec, seed) for spec in config.runs() for seed in config.seeds]
         bar = tqdm(plan, desc="study", unit="run", disable=not (progress and state.is_main_process))
         for spec, seed in bar:
             bar.set_postfix_str(f"{spec.method} seed {seed}")
             run_folder = output / "methods" / spec.method / f"seed-{seed}"
-            key = _run_key(config, spec, seed, teacher_fp)
+            key = _run_key(config, spec, seed, teacher_fp, inputs)
             done = read_json(run_folder / "done.json")
-            if isinstance(done, dict) and done.get("fingerprint") == key:
+            if _reusable(done, key, run_folder, spec, seed):
                 logger.info("%s seed %d: finished before, skipped", spec.method, seed)
                 record = done["run"]
             else:

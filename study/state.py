@@ -26,7 +26,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["fingerprint", "json_safe", "read_json", "write_json"]
+__all__ = [
+    "FINGERPRINT_VERSION",
+    "changed_files",
+    "file_digests",
+    "fingerprint",
+    "input_digest",
+    "json_safe",
+    "read_json",
+    "write_json",
+]
+
+#: Bumped when what a fingerprint covers changes. Version 2 (issue 11) hashes the content of every
+#: input (task files, teacher weights) instead of their path strings: study folders written before
+#: it redo their runs once.
+FINGERPRINT_VERSION = 2
+
+_CHUNK = 1 << 20
 
 
 def fingerprint(data: Any) -> str:
@@ -62,3 +78,54 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+#: The study's own records beside a model: not part of the model.
+_RECORDS = ("done.json", "failed.json", "attack.json", "attack-done.json")
+
+
+def file_digests(folder: Path, skip: tuple[str, ...] = _RECORDS) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` (relative POSIX path -> hex), the study's records
+    (``skip``) left out.
+
+    What a finished run records of its model, and checks again before the model is reused.
+    """
+    folder = Path(folder)
+    return {
+        path.relative_to(folder).as_posix(): _sha256(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name not in skip
+    }
+
+
+def changed_files(folder: Path, recorded: Any) -> list[str]:
+    """The files of ``folder`` whose content differs from ``recorded`` (missing, extra or changed);
+    everything when nothing usable was recorded."""
+    if not isinstance(recorded, dict) or not recorded:
+        return ["(no file hashes recorded)"]
+    found = file_digests(folder)
+    names = sorted(set(found) | set(recorded))
+    return [name for name in names if found.get(name) != recorded.get(name)]
+
+
+def input_digest(value: Any) -> Any:
+    """What a fingerprint records of an input: a file's or folder's content hash, else ``value``.
+
+    Paths themselves are left out, so the spelling of a path and the working folder do not matter.
+    """
+    if value is None:
+        return None
+    path = Path(str(value))
+    if path.is_file():
+        return {"sha256": _sha256(path)}
+    if path.is_dir():
+        return {"sha256": fingerprint(file_digests(path))}
+    return value

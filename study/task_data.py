@@ -22,6 +22,7 @@ Example (the bundled sentiment example; SST-2-like files work the same way throu
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,6 +146,9 @@ def load_task(config: TaskConfig | None = None, seed: int = 0) -> TaskData:
     label_names = _label_names(config, train, validation, where)
     train = _encode(train, config, label_names, where["train"])
     validation = _encode(validation, config, label_names, where["validation"])
+    _check_every_class_in_train(
+        train, validation, config.label_column, label_names, config.label_names is not None, where
+    )
     train = _sample(train, config.max_train_examples, seed)
     validation = _sample(validation, config.max_validation_examples, seed)
     return TaskData(
@@ -367,6 +371,8 @@ def _label_names(
     config: TaskConfig, train: Dataset, validation: Dataset, where: dict[str, str]
 ) -> tuple[str, ...]:
     column = config.label_column
+    for split, data in (("train", train), ("validation", validation)):
+        _check_label_cells(data, column, where[split])
     kinds = {
         split: _label_kind(data, column)
         for split, data in (("train", train), ("validation", validation))
@@ -377,6 +383,8 @@ def _label_names(
                 f"`label_column` {column!r} of {where[split]} must hold class labels (strings, "
                 f"ints or a ClassLabel), got {kind.removeprefix('unsupported ')}"
             )
+    if "string" in kinds.values():
+        _check_label_strings(train, validation, column, where)
     if config.label_names is not None:
         return config.label_names
     names = _derived_label_names(column, kinds, train, validation)
@@ -386,6 +394,91 @@ def _label_names(
             f"{where['validation']}; pass `label_names` to name every class"
         )
     return names
+
+
+def _rows(rows: list[int]) -> str:
+    return ", ".join(map(str, rows[:_SHOWN])) + (" ..." if len(rows) > _SHOWN else "")
+
+
+def _check_label_cells(data: Dataset, column: str, where: str) -> None:
+    """Empty label cells (read as None, NaN or blank text) are named by row."""
+    empty = [
+        row
+        for row, value in enumerate(data[column])
+        if value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+    ]
+    if empty:
+        raise ValueError(
+            f"`label_column` {column!r} of {where} is empty in {len(empty)} row(s): "
+            f"{_rows(empty)} (rows counted from 0, after the header)"
+        )
+
+
+def _check_label_strings(
+    train: Dataset,
+    validation: Dataset,
+    column: str,
+    where: dict[str, str],
+) -> None:
+    """String labels as a set: stray whitespace and names differing only in case are errors
+    naming the rows (each would silently make a class of its own)."""
+    rows: dict[tuple[str, str], list[int]] = {}
+    for split, data in (("train", train), ("validation", validation)):
+        for row, value in enumerate(data[column]):
+            if isinstance(value, str):
+                rows.setdefault((split, value), []).append(row)
+    problems = []
+    for (split, value), found in rows.items():
+        if value != value.strip():
+            problems.append(
+                f"{where[split]}: label {value!r} has leading/trailing whitespace "
+                f"(rows {_rows(found)})"
+            )
+    by_case: dict[str, set[str]] = {}
+    for _, value in rows:
+        by_case.setdefault(value.strip().casefold(), set()).add(value.strip())
+    for spellings in by_case.values():
+        if len(spellings) > 1:
+            names = sorted(spellings)
+            shown = "; ".join(
+                f"{where[split]} rows {_rows(found)}: {value!r}"
+                for (split, value), found in rows.items()
+                if value.strip() in names
+            )
+            problems.append(f"labels {names} differ only in case ({shown})")
+    if problems:
+        raise ValueError(
+            f"`label_column` {column!r}: the labels are not a clean set of classes:\n  "
+            + "\n  ".join(problems)
+        )
+
+
+def _check_every_class_in_train(
+    train: Dataset,
+    validation: Dataset,
+    column: str,
+    names: tuple[str, ...],
+    explicit: bool,
+    where: dict[str, str],
+) -> None:
+    """Every class the validation split uses (and every class ``label_names`` lists) must occur
+    in train: the model could never learn it otherwise. Gaps in derived int ids are not classes."""
+    present = set(train.unique(column))
+    ids = validation[column]
+    missing = [i for i in range(len(names)) if i not in present and (explicit or i in ids)]
+    if not missing:
+        return
+    shown = "; ".join(
+        f"{names[i]!r} (validation rows {_rows([r for r, v in enumerate(ids) if v == i]) or 'none'})"
+        for i in missing
+    )
+    raise ValueError(
+        f"`label_column` {column!r}: class(es) never occur in {where['train']}: {shown}. The model "
+        "could never learn them: add training examples"
+        + (", or remove them from `label_names`" if explicit else "")
+    )
 
 
 def _derived_label_names(
@@ -442,11 +535,13 @@ def _encode(data: Dataset, config: TaskConfig, names: tuple[str, ...], where: st
         feature = kept.features[text]
         if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
             kept = kept.cast_column(text, Value("string"))
-        missing = [row for row, v in enumerate(kept[text]) if v is None]
+        missing = [row for row, v in enumerate(kept[text]) if v is None or not v.strip()]
         if missing:
             raise ValueError(
                 f"`text_columns`: column {text!r} of {where} is empty in row(s) "
-                f"{missing[:_SHOWN]}" + (" ..." if len(missing) > _SHOWN else "")
+                f"{missing[:_SHOWN]}"
+                + (" ..." if len(missing) > _SHOWN else "")
+                + " (empty or only spaces; rows counted from 0, after the header)"
             )
     kept = kept.remove_columns(column)
     return kept.add_column(column, ids, feature=ClassLabel(names=list(names)))

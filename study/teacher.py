@@ -25,10 +25,27 @@ from typing import Any
 from loyalkit.study import methods as study_methods
 from loyalkit.study.config import StudyConfig, TeacherConfig
 from loyalkit.study.measure import load_student
-from loyalkit.study.state import fingerprint, read_json, write_json
+from loyalkit.study.state import (
+    FINGERPRINT_VERSION,
+    changed_files,
+    file_digests,
+    fingerprint,
+    input_digest,
+    read_json,
+    write_json,
+)
 from loyalkit.study.task_data import TaskData
 
-__all__ = ["prepare_teacher", "resolve_teacher_path", "teacher_needs_fine_tuning", "tokenize_task"]
+__all__ = [
+    "check_max_length",
+    "check_teacher_quality",
+    "prepare_teacher",
+    "resolve_teacher_path",
+    "task_inputs",
+    "teacher_key",
+    "teacher_needs_fine_tuning",
+    "tokenize_task",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +109,35 @@ def teacher_needs_fine_tuning(
     return problem is not None
 
 
+def check_max_length(max_length: int, model_config: Any) -> None:
+    """``teacher.max_length`` must fit the model's position embeddings."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise ValueError(
+            f"teacher.max_length: {max_length} tokens do not fit the model, which has "
+            f"max_position_embeddings = {positions}; set teacher.max_length to at most {positions}"
+        )
+
+
+def check_teacher_quality(accuracy: float, labels: Any, margin: float | None) -> None:
+    """Stop when the teacher is within ``margin`` of always answering the most frequent class."""
+    import numpy as np
+
+    if margin is None:
+        return
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    majority = float(counts.max() / counts.sum())
+    if accuracy < majority + margin:
+        raise ValueError(
+            f"teacher: validation accuracy {100 * accuracy:.1f}% is not {100 * margin:g} points "
+            f"above the majority-class rate {100 * majority:.1f}% (always answering class "
+            f"{int(counts.argmax())}): the teacher has not learnt the task, and every student's "
+            "loyalty to it would be trivially high. Train it longer or on more data (teacher.epochs, "
+            "teacher.max_train_examples), check the labels, or set "
+            "teacher.min_margin_over_majority: null to study it anyway"
+        )
+
+
 def tokenize_task(task: TaskData, tokenizer: Any, max_length: int) -> tuple[Any, Any]:
     """Both splits as model inputs and ``labels`` (text columns dropped)."""
 
@@ -116,9 +162,17 @@ def _fine_tune_teacher(
     progress: bool,
 ) -> Any:
     from accelerate import PartialState
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        set_seed,
+    )
 
     names = list(task.label_names)
+    # A new classification head is drawn at random: from the teacher's seed, not from whatever
+    # state earlier work left the generators in (the Trainer seeds only after this).
+    set_seed(config.teacher.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
         num_labels=len(names),
@@ -145,6 +199,41 @@ def _fine_tune_teacher(
     return trainer.model
 
 
+#: Task settings that only concern the validation split: they do not change the teacher.
+_VALIDATION_ONLY = ("validation_file", "validation_split", "max_validation_examples")
+#: Task settings that are paths: the fingerprint records their content, not their spelling.
+_TASK_INPUTS = ("dataset", "train_file", "validation_file")
+
+
+def task_inputs(config: StudyConfig) -> dict[str, Any]:
+    """The task settings with every local input replaced by its content hash."""
+    task = config.to_dict()["task"]
+    task.pop("cache_dir", None)
+    for name in _TASK_INPUTS:
+        task[name] = input_digest(task.get(name))
+    return task
+
+
+def teacher_key(config: StudyConfig, task: TaskData, path: str) -> str:
+    """The teacher's fingerprint: its settings, the content of its weights and of the training data
+    (not of the validation data, which only the measurements read), and the task's classes."""
+    inputs = {k: v for k, v in task_inputs(config).items() if k not in _VALIDATION_ONLY}
+    settings = {
+        k: v
+        for k, v in config.to_dict()["teacher"].items()
+        if k not in ("model", "min_margin_over_majority")  # a check, not how it is made
+    }
+    return fingerprint(
+        {
+            "version": FINGERPRINT_VERSION,
+            "teacher": settings,
+            "weights": input_digest(path),
+            "task": inputs,
+            "label_names": list(task.label_names),
+        }
+    )
+
+
 def prepare_teacher(
     config: StudyConfig, task: TaskData, folder: Path, state: Any, progress: bool
 ) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
@@ -152,16 +241,23 @@ def prepare_teacher(
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_teacher_path(config.teacher.model)
-    key = fingerprint(
-        {"teacher": config.to_dict()["teacher"], "task": config.to_dict()["task"], "path": path}
-    )
-    needs = teacher_needs_fine_tuning(
-        config.teacher, AutoConfig.from_pretrained(path), task.label_names
-    )
+    key = teacher_key(config, task, path)
+    model_config = AutoConfig.from_pretrained(path)
+    check_max_length(config.teacher.max_length, model_config)
+    needs = teacher_needs_fine_tuning(config.teacher, model_config, task.label_names)
     tokenizer = AutoTokenizer.from_pretrained(path)
     train, validation = tokenize_task(task, tokenizer, config.teacher.max_length)
     done = read_json(folder / "done.json")
     cached = isinstance(done, dict) and done.get("fingerprint") == key
+    if cached and isinstance(done, dict):
+        changed = changed_files(folder, done.get("files"))
+        if changed:
+            logger.warning(
+                "teacher: the saved teacher in %s changed since it was written (%s); redoing it",
+                folder,
+                ", ".join(changed[:5]),
+            )
+            cached = False
     if not cached:
         if state.is_main_process and folder.exists():
             shutil.rmtree(folder)
@@ -178,7 +274,12 @@ def prepare_teacher(
             shutil.rmtree(folder / "trainer", ignore_errors=True)
             write_json(
                 folder / "done.json",
-                {"fingerprint": key, "fine_tuned": needs, "train_seconds": seconds},
+                {
+                    "fingerprint": key,
+                    "fine_tuned": needs,
+                    "train_seconds": seconds,
+                    "files": file_digests(folder),
+                },
             )
         state.wait_for_everyone()
         done = read_json(folder / "done.json")

@@ -66,7 +66,8 @@ def test_printed_config_is_accepted_by_load_config(
     assert main(["study", "config", "--preset", name]) == 0
     path = tmp_path / "study.yaml"
     path.write_text(capsys.readouterr().out, encoding="utf-8")
-    assert load_config(path) == preset(name)
+    expected = preset(name).select(output_dir=(tmp_path / preset(name).output_dir).resolve())
+    assert load_config(path) == expected  # output_dir: relative to the config file
     assert main(["study", "config", "--preset", name, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == preset(name).to_dict()
 

@@ -34,6 +34,8 @@ def write(path: Path, data: Any) -> Path:
 def test_presets_round_trip_through_files(tmp_path: Path, name: str, suffix: str) -> None:
     config = preset(name)
     loaded = load_config(write(tmp_path / f"study{suffix}", config.to_dict()))
+    # A relative output_dir in a config file is relative to the file (issue 11).
+    config = config.select(output_dir=(tmp_path / config.output_dir).resolve())
     assert loaded == config
     assert loaded.to_dict() == config.to_dict()
 

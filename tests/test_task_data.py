@@ -393,5 +393,6 @@ def test_a_single_class_needs_label_names(tmp_path: Path):
     path = write(tmp_path / "one.tsv", "sentence\tlabel\na\tpos\nb\tpos\n")
     with pytest.raises(ValueError, match=r"single class \('pos',\).*pass `label_names`"):
         load_task(files(tmp_path, path, path))
-    task = load_task(files(tmp_path, path, path, label_names=("neg", "pos")))
-    assert task.train["label"] == [1, 1]
+    # A class that never occurs in train cannot be learnt: an error (issue 11), not a silent pass.
+    with pytest.raises(ValueError, match=r"class\(es\) never occur in `train_file`.*'neg'"):
+        load_task(files(tmp_path, path, path, label_names=("neg", "pos")))
