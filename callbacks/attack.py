@@ -18,10 +18,19 @@ to ``evaluate(eval_dataset=...)`` reaches callbacks without its text columns, so
 still attacks ``trainer.eval_dataset`` (or ``dataset``). The numbers are those of ``attack_model``
 on the same model and configuration, and the same rows are attacked at every evaluation.
 
+Where it runs: TextAttack needs transformers < 5, so its search runs in the isolated environment
+``loyalkit attack setup`` builds, in one long-lived worker per callback
+(:class:`~loyalkit.robustness.isolated.AttackWorker`, started at the first evaluation, ended at
+the end of training, after Ctrl-C and when this process dies); the model is queried here, as it
+is, through the dynamic-padding wrapper. Your environment keeps its transformers.
+
 Reliability: an example whose attack raises is counted in ``num_errors``; any other failure of the
-attack is logged (``logging``) and reported as NaN values (``metric_for_best_model``, if it is
-one of them, gets the worst value instead, so a later evaluation can still win), and training goes
-on. Under ``torchrun`` / ``accelerate launch`` the main process attacks and broadcasts the numbers
+attack (no environment built, a worker that crashes or sends nothing for ``worker_timeout_s``, a
+recipe that cannot be built) is logged (``logging``) with its reason and reported as NaN values,
+and training goes on. An attack that attacked nothing (time budget spent, every example errored)
+reports NaN too, never 0.0, and logs ``num_attacked`` and the stop reason. Wherever the values
+are NaN, ``metric_for_best_model``, if it is one of them, gets the worst value instead, so a
+later evaluation can still win. Under ``torchrun`` / ``accelerate launch`` the main process attacks and broadcasts the numbers
 (``torch.distributed.broadcast_object_list``): every process reports the same values. The others
 wait meanwhile, so an attack must end within the process group's timeout (``ddp_timeout``; use
 ``time_budget_s``). Models sharded across processes (FSDP, ZeRO-3) are not supported.
@@ -35,7 +44,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from collections.abc import Sequence
@@ -44,32 +52,16 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from loyalkit.robustness.attack_runner import (
-    SUMMARY_KEYS,
-    AttackConfig,
-    AttackReport,
-    build_model_attack,
-    run_attack,
-    sample_rows,
-)
+from loyalkit.robustness.attack_env import AttackEnvironmentMissing, find_environment
+from loyalkit.robustness.attack_runner import SUMMARY_KEYS, AttackConfig, AttackReport, sample_rows
+from loyalkit.robustness.isolated import AttackWorker
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from loyalkit.robustness.textattack_setup import OfflineResources
 
 __all__ = ["AttackCallback"]
 
 logger = logging.getLogger(__name__)
-
-_INSTALL_HINT = 'pip install "loyalkit[attack]" "transformers<5"'
-
-
-def _require_textattack() -> None:
-    if importlib.util.find_spec("textattack") is None:
-        raise ImportError(
-            "AttackCallback needs TextAttack, which is not installed: " + _INSTALL_HINT
-        )
 
 
 class AttackCallback(TrainerCallback):
@@ -90,6 +82,9 @@ class AttackCallback(TrainerCallback):
         prefix: put before each summary key (after the evaluation's own prefix).
         examples_dir: if set, the main process saves each evaluation's examples there as
             ``<metric prefix>-step-<global step>.json``.
+        worker: the TextAttack worker to use (default: one of this callback's own, on the
+            environment of ``loyalkit attack setup``; a worker passed here is not closed).
+        worker_timeout_s: the most seconds the callback's own worker may stay silent.
     """
 
     def __init__(
@@ -108,8 +103,11 @@ class AttackCallback(TrainerCallback):
         resources: OfflineResources | None = None,
         prefix: str = "attack_",
         examples_dir: str | Path | None = None,
+        worker: AttackWorker | None = None,
+        worker_timeout_s: float = 300.0,
     ) -> None:
-        _require_textattack()
+        if worker is not None and not isinstance(worker, AttackWorker):
+            raise TypeError(f"`worker` must be an AttackWorker, got {type(worker).__name__}")
         self.config = AttackConfig(
             recipe=recipe,
             num_examples=num_examples,
@@ -136,8 +134,8 @@ class AttackCallback(TrainerCallback):
         self.last_report: AttackReport | None = None
         self.failures: list[str] = []
         self._trainer: Trainer | None = None
-        self._attack: Any = None
-        self._attacked_model: nn.Module | None = None
+        self._owns_worker = worker is None
+        self.worker = worker if worker is not None else AttackWorker(timeout_s=worker_timeout_s)
 
     def attach(self, trainer: Trainer) -> AttackCallback:
         """Register with ``trainer`` (whose ``log`` records the values); returns the callback."""
@@ -159,9 +157,25 @@ class AttackCallback(TrainerCallback):
             )
         for dataset in self._candidate_datasets(trainer):
             self._check_columns(dataset)
+        if self._owns_worker and self.worker.python is None:
+            try:
+                find_environment(self.worker.env_dir)
+            except AttackEnvironmentMissing as missing:
+                logger.warning("AttackCallback: %s; until then the attack values are NaN", missing)
         self._trainer = trainer
         trainer.add_callback(self)
         return self
+
+    def close(self) -> None:
+        """End the callback's own worker (done at the end of training; a later evaluation
+        starts a new one)."""
+        if self._owns_worker:
+            self.worker.close()
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.close()
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -197,12 +211,22 @@ class AttackCallback(TrainerCallback):
             self.failures.append(f"step {step}: {type(error).__name__}: {error}")
             return self._failure_values(trainer.args, keys)
         self.last_report = report
+        if report.summary["num_attacked"] == 0:
+            logger.warning(
+                "AttackCallback: the attack at step %d attacked no example (num_attacked=0 of %d, "
+                "stop reason: %s); its values are NaN",
+                step,
+                report.summary["num_requested"],
+                report.stop_reason,
+            )
+            self.failures.append(f"step {step}: nothing attacked ({report.stop_reason})")
         if self.examples_dir is not None:
             try:
                 report.save(self.examples_dir / f"{metric_prefix}-step-{step}.json")
             except OSError:
                 logger.exception("AttackCallback: could not save the adversarial examples")
-        return {f"{metric_prefix}_{k}": v for k, v in report.to_metrics(self.prefix).items()}
+        values = {f"{metric_prefix}_{k}": v for k, v in report.to_metrics(self.prefix).items()}
+        return self._worst_for_best(trainer.args, values)
 
     def _run(self, trainer: Trainer, metric_prefix: str) -> AttackReport:
         model = trainer.model
@@ -213,22 +237,21 @@ class AttackCallback(TrainerCallback):
         rows = sample_rows(
             dataset, self.config.num_examples, self.config.seed, self.text_columns, label_column
         )
-        if self._attack is None or self._attacked_model is not model:
-            tokenizer = self.tokenizer or self._trainer_tokenizer(trainer)
-            self._attack = build_model_attack(model, tokenizer, self.config)
-            self._attacked_model = model
-        else:
-            # The weights changed since the last evaluation: forget the cached model outputs
-            # (the transformation and constraint caches depend on the texts only).
-            self._attack.goal_function.clear_cache()
-        return run_attack(self._attack, rows, self.config, self.text_columns)
+        tokenizer = self.tokenizer or self._trainer_tokenizer(trainer)
+        # The worker keeps the recipe between evaluations and forgets the model outputs it
+        # cached (the weights changed); the transformation and constraint caches stay.
+        return self.worker.attack(model, tokenizer, rows, self.config, self.text_columns)
 
     def _failure_values(self, args: TrainingArguments, keys: list[str]) -> dict[str, float]:
-        values = {key: math.nan for key in keys}
+        return self._worst_for_best(args, {key: math.nan for key in keys})
+
+    @staticmethod
+    def _worst_for_best(args: TrainingArguments, values: dict[str, float]) -> dict[str, float]:
+        """``values`` with a NaN ``metric_for_best_model`` replaced by its worst value."""
         best = args.metric_for_best_model
         if best is not None:
             best = best if best.startswith("eval_") else f"eval_{best}"
-            if best in values:
+            if best in values and math.isnan(values[best]):
                 values[best] = -math.inf if args.greater_is_better else math.inf
         return values
 

@@ -215,7 +215,6 @@ def _run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(
             config, attack=dataclasses.replace(config.attack, enabled=False)
         )
-    config.check_runnable()
     # Warnings on the console; the study's INFO records go to study.log only.
     console = logging.StreamHandler()
     console.setLevel(logging.WARNING)
