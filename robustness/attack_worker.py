@@ -77,6 +77,11 @@ class RemoteModelError(RuntimeError):
     """The user's process could not compute the model's outputs for a batch."""
 
 
+class ParentGone(BaseException):
+    """The user's process closed the pipe: not an example's error, the end of the worker (a
+    ``BaseException``, so that no ``except Exception`` in the search swallows it)."""
+
+
 def _remote_wrapper_class(base: type) -> type:
     """TextAttack's ``ModelWrapper`` contract (texts in, scores out) over the channel."""
 
@@ -93,8 +98,11 @@ def _remote_wrapper_class(base: type) -> type:
             if self.deadline is not None and self.clock() > self.deadline:
                 raise TimeBudgetExceeded("the attack's time budget is spent")
             texts = [list(t) if isinstance(t, tuple) else t for t in text_input_list]
-            self.channel.send({"op": "query", "texts": texts})
-            reply = self.channel.receive()
+            try:
+                self.channel.send({"op": "query", "texts": texts})
+                reply = self.channel.receive()
+            except self.channel.protocol.ProtocolError as error:
+                raise ParentGone(str(error)) from None
             if reply["op"] == "model_error":
                 raise RemoteModelError(reply.get("error", "the model failed"))
             if reply["op"] != "scores":
@@ -131,13 +139,14 @@ class _Worker:
         else:
             # Another model, or new weights: forget the cached model outputs only.
             attack.goal_function.clear_cache()
+        self._progress(0)  # built: from here on the user's process applies its time-out
         rows = [(int(i), tuple(texts), int(label)) for i, texts, label in job["rows"]]
         report = run_attack(
             attack,
             rows,
             config,
             tuple(job["text_columns"]),
-            on_example=lambda done: self.channel.send({"op": "progress", "done": done}),
+            on_example=self._progress,
         )
         return {
             "op": "report",
@@ -146,6 +155,12 @@ class _Worker:
             "stop_reason": report.stop_reason,
             "elapsed_s": report.elapsed_s,
         }
+
+    def _progress(self, done: int) -> None:
+        try:
+            self.channel.send({"op": "progress", "done": done})
+        except self.channel.protocol.ProtocolError as error:
+            raise ParentGone(str(error)) from None
 
     def serve(self) -> int:
         self.channel.send({"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
@@ -161,12 +176,15 @@ class _Worker:
                 continue
             try:
                 reply = self.attack(message)
-            except self.channel.protocol.ProtocolError:
-                return 1
+            except (ParentGone, self.channel.protocol.ProtocolError):
+                return 0
             except Exception as error:
                 traceback.print_exc(file=sys.stderr)
                 reply = {"op": "failed", "error": f"{type(error).__name__}: {error}"}
-            self.channel.send(reply)
+            try:
+                self.channel.send(reply)
+            except self.channel.protocol.ProtocolError:
+                return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,8 +44,9 @@ __all__ = ["AttackWorker", "WorkerError", "worker_script"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds to wait for the worker's first message (TextAttack is imported lazily, so it is quick).
-START_TIMEOUT_S = 120.0
+#: Seconds to wait for the worker's first message, and for the first message of each job (which
+#: may import TextAttack, 5-7 s, and build the recipe: load WordNet, the sentence encoder).
+START_TIMEOUT_S = 180.0
 _TAIL_CHARS = 3000
 
 
@@ -84,7 +85,8 @@ class AttackWorker:
             ``env_dir``).
         env_dir: the environment's folder (default ``$LOYALKIT_ATTACK_ENV`` or the user cache).
         timeout_s: the most seconds to wait for any message of the worker (each model query,
-            each example, the start); past it the worker counts as hung and is killed.
+            each example) once its job's recipe is built (start and build may take up to
+            ``START_TIMEOUT_S``); past it the worker counts as hung and is killed.
     """
 
     def __init__(
@@ -230,8 +232,10 @@ class AttackWorker:
         }
         try:
             self._send(job)
+            timeout_s = max(self.timeout_s, START_TIMEOUT_S)  # until the recipe is built
             while True:
-                message = self._receive(self.timeout_s)
+                message = self._receive(timeout_s)
+                timeout_s = self.timeout_s
                 op = message["op"]
                 if op == "query":
                     self._answer(model, tokenizer, message["texts"], config.batch_size)

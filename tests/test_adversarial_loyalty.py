@@ -15,8 +15,6 @@ from torch import nn
 from loyalkit.robustness.adversarial_transfer import ADVERSARIAL_LOYALTY_KEYS, adversarial_loyalty
 from loyalkit.robustness.attack_runner import AttackConfig, AttackReport, attack_model
 
-pytestmark = pytest.mark.attack
-
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:

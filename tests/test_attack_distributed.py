@@ -23,8 +23,6 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 
 from loyalkit.robustness.attack_runner import SUMMARY_KEYS, AttackConfig, attack_model
 
-pytestmark = pytest.mark.attack
-
 WORKER = Path(__file__).resolve().parent / "attack_distributed_worker.py"
 KEYS = [f"eval_attack_{key}" for key in SUMMARY_KEYS]
 
