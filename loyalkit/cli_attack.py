@@ -51,6 +51,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "scikit-learn) instead of building one",
     )
     setup.add_argument("--force", action="store_true", help="rebuild even if it is up to date")
+    from loyalkit import cli_attack_run
+
+    cli_attack_run.add_arguments(
+        actions.add_parser(
+            "run",
+            help="attack a saved classifier on a data file; print and save the outcome",
+            description="Attack a saved classifier (queried in this process) on a seeded sample "
+            "of a TSV/CSV/JSON/JSONL file with TextAttack in its isolated environment; print the "
+            "summary and write it with every example to --output.",
+        )
+    )
     default = OfflineResources.default()
     prepare = actions.add_parser(
         "prepare-data",
@@ -108,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``loyalkit attack ACTION``."""
     if args.attack_command == "setup":
         return _setup(args)
+    if args.attack_command == "run":
+        from loyalkit import cli_attack_run
+
+        return cli_attack_run.run(args)
     return _prepare_data(args)
 
 
