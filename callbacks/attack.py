@@ -30,10 +30,17 @@ recipe that cannot be built) is logged (``logging``) with its reason and reporte
 and training goes on. An attack that attacked nothing (time budget spent, every example errored)
 reports NaN too, never 0.0, and logs ``num_attacked`` and the stop reason. Wherever the values
 are NaN, ``metric_for_best_model``, if it is one of them, gets the worst value instead, so a
-later evaluation can still win. Under ``torchrun`` / ``accelerate launch`` the main process attacks and broadcasts the numbers
-(``torch.distributed.broadcast_object_list``): every process reports the same values. The others
-wait meanwhile, so an attack must end within the process group's timeout (``ddp_timeout``; use
-``time_budget_s``). Models sharded across processes (FSDP, ZeRO-3) are not supported.
+later evaluation can still win.
+
+Several processes: under ``torchrun`` / ``accelerate launch`` every process attacks its share of
+the sampled rows (rows ``rank``, ``rank + world_size``, ...) with its own worker on its own
+replica of the model, and the per-example records are gathered
+(``torch.distributed.all_gather_object``) and summarised in the sample's order: every process
+reports the same values, equal to one process's. TextAttack is seeded again before each example
+(``AttackConfig.seed_each_example``), so an example's outcome does not depend on the process that
+attacks it. If any process's attack fails, every process reports NaN. An attack must end within
+the process group's timeout (``ddp_timeout``; use ``time_budget_s``, which each process applies
+to its share). Models sharded across processes (FSDP, ZeRO-3) are not supported.
 
 Example:
     >>> from loyalkit.callbacks import AttackCallback
@@ -53,7 +60,13 @@ from typing import TYPE_CHECKING, Any
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from loyalkit.robustness.attack_env import AttackEnvironmentMissing, find_environment
-from loyalkit.robustness.attack_runner import SUMMARY_KEYS, AttackConfig, AttackReport, sample_rows
+from loyalkit.robustness.attack_runner import (
+    SUMMARY_KEYS,
+    AttackConfig,
+    AttackReport,
+    sample_rows,
+    summarize,
+)
 from loyalkit.robustness.isolated import AttackWorker
 
 if TYPE_CHECKING:
@@ -109,6 +122,7 @@ class AttackCallback(TrainerCallback):
         if worker is not None and not isinstance(worker, AttackWorker):
             raise TypeError(f"`worker` must be an AttackWorker, got {type(worker).__name__}")
         self.config = AttackConfig(
+            seed_each_example=True,
             recipe=recipe,
             num_examples=num_examples,
             seed=seed,
@@ -133,6 +147,8 @@ class AttackCallback(TrainerCallback):
         self.examples_dir = Path(examples_dir) if examples_dir is not None else None
         self.last_report: AttackReport | None = None
         self.failures: list[str] = []
+        #: Positions in the sample this process attacked at the last evaluation.
+        self.attacked_positions: list[int] = []
         self._trainer: Trainer | None = None
         self._owns_worker = worker is None
         self.worker = worker if worker is not None else AttackWorker(timeout_s=worker_timeout_s)
@@ -194,22 +210,35 @@ class AttackCallback(TrainerCallback):
         if metrics is None:
             return
         metric_prefix = _metric_prefix(metrics)
-        values: dict[str, float] | None = None
-        if args.process_index == 0:
-            values = self._attack_on_main(trainer, metric_prefix, state.global_step)
-        values = _broadcast(values)
-        assert values is not None
+        values = self._attack(trainer, metric_prefix, state.global_step)
         metrics.update(values)
         trainer.log(dict(values))
 
-    def _attack_on_main(self, trainer: Trainer, metric_prefix: str, step: int) -> dict[str, float]:
+    def _attack(self, trainer: Trainer, metric_prefix: str, step: int) -> dict[str, float]:
+        """This process's share of the attack, gathered: the same values on every process."""
         keys = [f"{metric_prefix}_{self.prefix}{key}" for key in SUMMARY_KEYS]
+        rank, world = _rank_and_world()
+        part: dict[str, Any]
         try:
-            report = self._run(trainer, metric_prefix)
+            rows = self._rows(trainer, metric_prefix)
+            mine = list(range(rank, len(rows), world))
+            self.attacked_positions = mine
+            report = self._run(trainer, [rows[i] for i in mine])
+            part = {
+                "examples": [(mine[n], example) for n, example in enumerate(report.examples)],
+                "stop_reason": report.stop_reason,
+                "elapsed_s": report.elapsed_s,
+                "requested": len(rows),
+            }
         except Exception as error:  # the attack must never end the training run
-            logger.exception("AttackCallback: the attack at step %d failed", step)
-            self.failures.append(f"step {step}: {type(error).__name__}: {error}")
+            logger.exception("AttackCallback: the attack at step %d failed (rank %d)", step, rank)
+            part = {"error": f"{type(error).__name__}: {error}"}
+        parts = _gather(part, world)
+        errors = [f"rank {r}: {p['error']}" for r, p in enumerate(parts) if "error" in p]
+        if errors:
+            self.failures.append(f"step {step}: " + "; ".join(errors))
             return self._failure_values(trainer.args, keys)
+        report = _merged(parts, self.config, self.text_columns)
         self.last_report = report
         if report.summary["num_attacked"] == 0:
             logger.warning(
@@ -220,7 +249,7 @@ class AttackCallback(TrainerCallback):
                 report.stop_reason,
             )
             self.failures.append(f"step {step}: nothing attacked ({report.stop_reason})")
-        if self.examples_dir is not None:
+        if self.examples_dir is not None and trainer.args.process_index == 0:
             try:
                 report.save(self.examples_dir / f"{metric_prefix}-step-{step}.json")
             except OSError:
@@ -228,15 +257,17 @@ class AttackCallback(TrainerCallback):
         values = {f"{metric_prefix}_{k}": v for k, v in report.to_metrics(self.prefix).items()}
         return self._worst_for_best(trainer.args, values)
 
-    def _run(self, trainer: Trainer, metric_prefix: str) -> AttackReport:
+    def _rows(self, trainer: Trainer, metric_prefix: str) -> list[tuple[int, tuple[str, ...], int]]:
+        dataset = self._dataset_for(trainer, metric_prefix)
+        label_column = self.label_column or _default_label_column(dataset)
+        return sample_rows(
+            dataset, self.config.num_examples, self.config.seed, self.text_columns, label_column
+        )
+
+    def _run(self, trainer: Trainer, rows: list[tuple[int, tuple[str, ...], int]]) -> AttackReport:
         model = trainer.model
         if model is None:
             raise ValueError("the Trainer has no model to attack")
-        dataset = self._dataset_for(trainer, metric_prefix)
-        label_column = self.label_column or _default_label_column(dataset)
-        rows = sample_rows(
-            dataset, self.config.num_examples, self.config.seed, self.text_columns, label_column
-        )
         tokenizer = self.tokenizer or self._trainer_tokenizer(trainer)
         # The worker keeps the recipe between evaluations and forgets the model outputs it
         # cached (the weights changed); the transformation and constraint caches stay.
@@ -327,12 +358,38 @@ def _default_label_column(dataset: Any) -> str:
     )
 
 
-def _broadcast(values: dict[str, float] | None) -> dict[str, float] | None:
-    """The main process's ``values`` on every process (unchanged when not distributed)."""
+def _rank_and_world() -> tuple[int, int]:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return values
-    box = [values]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather(part: dict[str, Any], world: int) -> list[dict[str, Any]]:
+    """Every process's ``part``, in rank order (``[part]`` when not distributed)."""
+    if world < 2:
+        return [part]
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, part)
+    return parts
+
+
+def _merged(
+    parts: list[dict[str, Any]], config: AttackConfig, text_columns: tuple[str, ...]
+) -> AttackReport:
+    """One report from the processes' shares, examples in the sample's order."""
+    ordered = sorted((e for p in parts for e in p["examples"]), key=lambda item: item[0])
+    reasons = [p["stop_reason"] for p in parts if p["stop_reason"]]
+    examples = [example for _, example in ordered]
+    return AttackReport(
+        summary=summarize(examples, parts[0]["requested"]),
+        examples=examples,
+        recipe=config.recipe,
+        text_columns=text_columns,
+        seed=config.seed,
+        stop_reason=reasons[0] if reasons else None,
+        elapsed_s=max(p["elapsed_s"] for p in parts),
+    )

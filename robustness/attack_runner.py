@@ -114,6 +114,10 @@ class AttackConfig:
         time_budget_s: the most seconds for the whole run.
         batch_size: the most queries per forward pass.
         resources: where TextAttack's offline data lies (``None``: the documented defaults).
+        seed_each_example: seed TextAttack's random draws with ``seed`` again before each
+            example (default: once, as TextAttack's ``Attacker`` does). Each example's outcome
+            then does not depend on which examples came before it, so the rows can be split
+            across processes (``AttackCallback`` under ``torchrun``) with the same outcomes.
     """
 
     recipe: str = "textfooler-offline"
@@ -123,8 +127,11 @@ class AttackConfig:
     time_budget_s: float | None = None
     batch_size: int = 32
     resources: OfflineResources | None = None
+    seed_each_example: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.seed_each_example, bool):
+            raise ValueError(f"`seed_each_example` must be a bool, got {self.seed_each_example!r}")
         if not isinstance(self.recipe, str) or not self.recipe:
             raise ValueError(f"`recipe` must be a recipe name, got {self.recipe!r}")
         for name in ("num_examples", "batch_size"):
@@ -326,6 +333,8 @@ def run_attack(
                 break
             if hasattr(wrapper, "deadline"):
                 wrapper.deadline, wrapper.clock = deadline, clock
+            if config.seed_each_example:
+                textattack.shared.utils.set_seed(config.seed)
             example: Any = (
                 texts[0] if len(texts) == 1 else OrderedDict(zip(text_columns, texts, strict=True))
             )

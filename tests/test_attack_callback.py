@@ -87,7 +87,8 @@ def callback(setup: dict[str, Any], **overrides: Any) -> Any:
 
 
 def expected_summary(setup: dict[str, Any], model: nn.Module, **overrides: Any) -> dict[str, Any]:
-    config = AttackConfig(**attack_settings(setup, **overrides))
+    # The callback seeds TextAttack before each example (its rows may be split across processes).
+    config = AttackConfig(**attack_settings(setup, **overrides), seed_each_example=True)
     return attack_model(
         model, setup["tokenizer"], setup["eval"], config, worker=setup["reference"]
     ).summary
@@ -141,7 +142,12 @@ def test_a_dict_of_eval_sets_attacks_the_one_evaluated(
         trainer.model,
         setup["tokenizer"],
         other,
-        AttackConfig(recipe="deepwordbug", num_examples=NUM_EXAMPLES, resources=setup["resources"]),
+        AttackConfig(
+            recipe="deepwordbug",
+            num_examples=NUM_EXAMPLES,
+            resources=setup["resources"],
+            seed_each_example=True,
+        ),
         worker=setup["reference"],
     )
     assert {k: metrics[f"eval_other_attack_{k}"] for k in SUMMARY_KEYS} == report.summary
