@@ -129,6 +129,12 @@ class _Worker:
         from loyalkit.robustness.textattack_setup import import_textattack
 
         config = config_from_message(job["config"])
+        threads = job.get("torch_threads")
+        if isinstance(threads, int) and threads > 0:
+            import torch
+
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
         key = repr(job["config"])
         attack = self.attacks.get(key)
         if attack is None:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+import torch
 from torch import nn
 
 from loyalkit.robustness import protocol
@@ -229,6 +230,9 @@ class AttackWorker:
             "config": config_to_message(config),
             "rows": [[int(i), list(texts), int(label)] for i, texts, label in rows],
             "text_columns": list(text_columns),
+            # The worker computes (sentence encoder, constraints) while this process waits:
+            # it uses as many threads as this process does.
+            "torch_threads": torch.get_num_threads(),
         }
         try:
             self._send(job)
