@@ -23,7 +23,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="set up the adversarial attacks (TextAttack in an isolated environment)",
         description="The attacks run on TextAttack, in an environment of its own (TextAttack "
         "needs transformers < 5; yours keeps its transformers). `setup` builds that environment "
-        "once; `prepare-data` writes the offline files the attacks read instead of downloading.",
+        "once; `run` attacks a saved model; `prepare-data` writes the offline files the attacks "
+        "read instead of downloading.",
     )
     actions = parser.add_subparsers(dest="attack_command", metavar="ACTION", required=True)
     setup = actions.add_parser(
