@@ -135,6 +135,15 @@ def test_regular_install_attacks_through_the_isolated_environment(regular_instal
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["loyalkit"].startswith(str(regular_install))
+    helped = subprocess.run(
+        [sys.executable, "-m", "loyalkit", "attack", "--help"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert helped.returncode == 0 and "setup" in helped.stdout and "run" in helped.stdout
     assert result["worker"] == str(regular_install / "loyalkit" / "robustness" / "attack_worker.py")
     assert len(result["statuses"]) == 2 and "error" not in result["statuses"]
     assert all(q is None or q > 0 for q in result["queries"])
