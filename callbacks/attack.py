@@ -18,13 +18,29 @@ to ``evaluate(eval_dataset=...)`` reaches callbacks without its text columns, so
 still attacks ``trainer.eval_dataset`` (or ``dataset``). The numbers are those of ``attack_model``
 on the same model and configuration, and the same rows are attacked at every evaluation.
 
+Where it runs: TextAttack needs transformers < 5, so its search runs in the isolated environment
+``loyalkit attack setup`` builds, in one long-lived worker per callback
+(:class:`~loyalkit.robustness.isolated.AttackWorker`, started at the first evaluation, ended at
+the end of training, after Ctrl-C and when this process dies); the model is queried here, as it
+is, through the dynamic-padding wrapper. Your environment keeps its transformers.
+
 Reliability: an example whose attack raises is counted in ``num_errors``; any other failure of the
-attack is logged (``logging``) and reported as NaN values (``metric_for_best_model``, if it is
-one of them, gets the worst value instead, so a later evaluation can still win), and training goes
-on. Under ``torchrun`` / ``accelerate launch`` the main process attacks and broadcasts the numbers
-(``torch.distributed.broadcast_object_list``): every process reports the same values. The others
-wait meanwhile, so an attack must end within the process group's timeout (``ddp_timeout``; use
-``time_budget_s``). Models sharded across processes (FSDP, ZeRO-3) are not supported.
+attack (no environment built, a worker that crashes or sends nothing for ``worker_timeout_s``, a
+recipe that cannot be built) is logged (``logging``) with its reason and reported as NaN values,
+and training goes on. An attack that attacked nothing (time budget spent, every example errored)
+reports NaN too, never 0.0, and logs ``num_attacked`` and the stop reason. Wherever the values
+are NaN, ``metric_for_best_model``, if it is one of them, gets the worst value instead, so a
+later evaluation can still win.
+
+Several processes: under ``torchrun`` / ``accelerate launch`` every process attacks its share of
+the sampled rows (rows ``rank``, ``rank + world_size``, ...) with its own worker on its own
+replica of the model, and the per-example records are gathered
+(``torch.distributed.all_gather_object``) and summarised in the sample's order: every process
+reports the same values, equal to one process's. TextAttack is seeded again before each example
+(``AttackConfig.seed_each_example``), so an example's outcome does not depend on the process that
+attacks it. If any process's attack fails, every process reports NaN. An attack must end within
+the process group's timeout (``ddp_timeout``; use ``time_budget_s``, which each process applies
+to its share). Models sharded across processes (FSDP, ZeRO-3) are not supported.
 
 Example:
     >>> from loyalkit.callbacks import AttackCallback
@@ -35,7 +51,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from collections.abc import Sequence
@@ -44,32 +59,22 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from loyalkit.robustness.attack_env import AttackEnvironmentMissing, find_environment
 from loyalkit.robustness.attack_runner import (
     SUMMARY_KEYS,
     AttackConfig,
     AttackReport,
-    build_model_attack,
-    run_attack,
     sample_rows,
+    summarize,
 )
+from loyalkit.robustness.isolated import AttackWorker
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from loyalkit.robustness.textattack_setup import OfflineResources
 
 __all__ = ["AttackCallback"]
 
 logger = logging.getLogger(__name__)
-
-_INSTALL_HINT = 'pip install "loyalkit[attack]" "transformers<5"'
-
-
-def _require_textattack() -> None:
-    if importlib.util.find_spec("textattack") is None:
-        raise ImportError(
-            "AttackCallback needs TextAttack, which is not installed: " + _INSTALL_HINT
-        )
 
 
 class AttackCallback(TrainerCallback):
@@ -90,6 +95,9 @@ class AttackCallback(TrainerCallback):
         prefix: put before each summary key (after the evaluation's own prefix).
         examples_dir: if set, the main process saves each evaluation's examples there as
             ``<metric prefix>-step-<global step>.json``.
+        worker: the TextAttack worker to use (default: one of this callback's own, on the
+            environment of ``loyalkit attack setup``; a worker passed here is not closed).
+        worker_timeout_s: the most seconds the callback's own worker may stay silent.
     """
 
     def __init__(
@@ -108,9 +116,13 @@ class AttackCallback(TrainerCallback):
         resources: OfflineResources | None = None,
         prefix: str = "attack_",
         examples_dir: str | Path | None = None,
+        worker: AttackWorker | None = None,
+        worker_timeout_s: float = 300.0,
     ) -> None:
-        _require_textattack()
+        if worker is not None and not isinstance(worker, AttackWorker):
+            raise TypeError(f"`worker` must be an AttackWorker, got {type(worker).__name__}")
         self.config = AttackConfig(
+            seed_each_example=True,
             recipe=recipe,
             num_examples=num_examples,
             seed=seed,
@@ -135,9 +147,11 @@ class AttackCallback(TrainerCallback):
         self.examples_dir = Path(examples_dir) if examples_dir is not None else None
         self.last_report: AttackReport | None = None
         self.failures: list[str] = []
+        #: Positions in the sample this process attacked at the last evaluation.
+        self.attacked_positions: list[int] = []
         self._trainer: Trainer | None = None
-        self._attack: Any = None
-        self._attacked_model: nn.Module | None = None
+        self._owns_worker = worker is None
+        self.worker = worker if worker is not None else AttackWorker(timeout_s=worker_timeout_s)
 
     def attach(self, trainer: Trainer) -> AttackCallback:
         """Register with ``trainer`` (whose ``log`` records the values); returns the callback."""
@@ -159,9 +173,25 @@ class AttackCallback(TrainerCallback):
             )
         for dataset in self._candidate_datasets(trainer):
             self._check_columns(dataset)
+        if self._owns_worker and self.worker.python is None:
+            try:
+                find_environment(self.worker.env_dir)
+            except AttackEnvironmentMissing as missing:
+                logger.warning("AttackCallback: %s; until then the attack values are NaN", missing)
         self._trainer = trainer
         trainer.add_callback(self)
         return self
+
+    def close(self) -> None:
+        """End the callback's own worker (done at the end of training; a later evaluation
+        starts a new one)."""
+        if self._owns_worker:
+            self.worker.close()
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.close()
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -180,55 +210,79 @@ class AttackCallback(TrainerCallback):
         if metrics is None:
             return
         metric_prefix = _metric_prefix(metrics)
-        values: dict[str, float] | None = None
-        if args.process_index == 0:
-            values = self._attack_on_main(trainer, metric_prefix, state.global_step)
-        values = _broadcast(values)
-        assert values is not None
+        values = self._attack(trainer, metric_prefix, state.global_step)
         metrics.update(values)
         trainer.log(dict(values))
 
-    def _attack_on_main(self, trainer: Trainer, metric_prefix: str, step: int) -> dict[str, float]:
+    def _attack(self, trainer: Trainer, metric_prefix: str, step: int) -> dict[str, float]:
+        """This process's share of the attack, gathered: the same values on every process."""
         keys = [f"{metric_prefix}_{self.prefix}{key}" for key in SUMMARY_KEYS]
+        rank, world = _rank_and_world()
+        part: dict[str, Any]
         try:
-            report = self._run(trainer, metric_prefix)
+            rows = self._rows(trainer, metric_prefix)
+            mine = list(range(rank, len(rows), world))
+            self.attacked_positions = mine
+            report = self._run(trainer, [rows[i] for i in mine])
+            part = {
+                "examples": [(mine[n], example) for n, example in enumerate(report.examples)],
+                "stop_reason": report.stop_reason,
+                "elapsed_s": report.elapsed_s,
+                "requested": len(rows),
+            }
         except Exception as error:  # the attack must never end the training run
-            logger.exception("AttackCallback: the attack at step %d failed", step)
-            self.failures.append(f"step {step}: {type(error).__name__}: {error}")
+            logger.exception("AttackCallback: the attack at step %d failed (rank %d)", step, rank)
+            part = {"error": f"{type(error).__name__}: {error}"}
+        parts = _gather(part, world)
+        errors = [f"rank {r}: {p['error']}" for r, p in enumerate(parts) if "error" in p]
+        if errors:
+            self.failures.append(f"step {step}: " + "; ".join(errors))
             return self._failure_values(trainer.args, keys)
+        report = _merged(parts, self.config, self.text_columns)
         self.last_report = report
-        if self.examples_dir is not None:
+        if report.summary["num_attacked"] == 0:
+            logger.warning(
+                "AttackCallback: the attack at step %d attacked no example (num_attacked=0 of %d, "
+                "stop reason: %s); its values are NaN",
+                step,
+                report.summary["num_requested"],
+                report.stop_reason,
+            )
+            self.failures.append(f"step {step}: nothing attacked ({report.stop_reason})")
+        if self.examples_dir is not None and trainer.args.process_index == 0:
             try:
                 report.save(self.examples_dir / f"{metric_prefix}-step-{step}.json")
             except OSError:
                 logger.exception("AttackCallback: could not save the adversarial examples")
-        return {f"{metric_prefix}_{k}": v for k, v in report.to_metrics(self.prefix).items()}
+        values = {f"{metric_prefix}_{k}": v for k, v in report.to_metrics(self.prefix).items()}
+        return self._worst_for_best(trainer.args, values)
 
-    def _run(self, trainer: Trainer, metric_prefix: str) -> AttackReport:
+    def _rows(self, trainer: Trainer, metric_prefix: str) -> list[tuple[int, tuple[str, ...], int]]:
+        dataset = self._dataset_for(trainer, metric_prefix)
+        label_column = self.label_column or _default_label_column(dataset)
+        return sample_rows(
+            dataset, self.config.num_examples, self.config.seed, self.text_columns, label_column
+        )
+
+    def _run(self, trainer: Trainer, rows: list[tuple[int, tuple[str, ...], int]]) -> AttackReport:
         model = trainer.model
         if model is None:
             raise ValueError("the Trainer has no model to attack")
-        dataset = self._dataset_for(trainer, metric_prefix)
-        label_column = self.label_column or _default_label_column(dataset)
-        rows = sample_rows(
-            dataset, self.config.num_examples, self.config.seed, self.text_columns, label_column
-        )
-        if self._attack is None or self._attacked_model is not model:
-            tokenizer = self.tokenizer or self._trainer_tokenizer(trainer)
-            self._attack = build_model_attack(model, tokenizer, self.config)
-            self._attacked_model = model
-        else:
-            # The weights changed since the last evaluation: forget the cached model outputs
-            # (the transformation and constraint caches depend on the texts only).
-            self._attack.goal_function.clear_cache()
-        return run_attack(self._attack, rows, self.config, self.text_columns)
+        tokenizer = self.tokenizer or self._trainer_tokenizer(trainer)
+        # The worker keeps the recipe between evaluations and forgets the model outputs it
+        # cached (the weights changed); the transformation and constraint caches stay.
+        return self.worker.attack(model, tokenizer, rows, self.config, self.text_columns)
 
     def _failure_values(self, args: TrainingArguments, keys: list[str]) -> dict[str, float]:
-        values = {key: math.nan for key in keys}
+        return self._worst_for_best(args, {key: math.nan for key in keys})
+
+    @staticmethod
+    def _worst_for_best(args: TrainingArguments, values: dict[str, float]) -> dict[str, float]:
+        """``values`` with a NaN ``metric_for_best_model`` replaced by its worst value."""
         best = args.metric_for_best_model
         if best is not None:
             best = best if best.startswith("eval_") else f"eval_{best}"
-            if best in values:
+            if best in values and math.isnan(values[best]):
                 values[best] = -math.inf if args.greater_is_better else math.inf
         return values
 
@@ -304,12 +358,38 @@ def _default_label_column(dataset: Any) -> str:
     )
 
 
-def _broadcast(values: dict[str, float] | None) -> dict[str, float] | None:
-    """The main process's ``values`` on every process (unchanged when not distributed)."""
+def _rank_and_world() -> tuple[int, int]:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return values
-    box = [values]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather(part: dict[str, Any], world: int) -> list[dict[str, Any]]:
+    """Every process's ``part``, in rank order (``[part]`` when not distributed)."""
+    if world < 2:
+        return [part]
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, part)
+    return parts
+
+
+def _merged(
+    parts: list[dict[str, Any]], config: AttackConfig, text_columns: tuple[str, ...]
+) -> AttackReport:
+    """One report from the processes' shares, examples in the sample's order."""
+    ordered = sorted((e for p in parts for e in p["examples"]), key=lambda item: item[0])
+    reasons = [p["stop_reason"] for p in parts if p["stop_reason"]]
+    examples = [example for _, example in ordered]
+    return AttackReport(
+        summary=summarize(examples, parts[0]["requested"]),
+        examples=examples,
+        recipe=config.recipe,
+        text_columns=text_columns,
+        seed=config.seed,
+        stop_reason=reasons[0] if reasons else None,
+        elapsed_s=max(p["elapsed_s"] for p in parts),
+    )

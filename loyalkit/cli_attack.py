@@ -1,4 +1,5 @@
-"""``loyalkit attack prepare-data``: the local files TextAttack and the offline recipes read."""
+"""``loyalkit attack setup``: TextAttack's isolated environment; ``loyalkit attack prepare-data``:
+the local files TextAttack and the offline recipes read."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from loyalkit.robustness import attack_env
 from loyalkit.robustness.textattack_setup import (
     DEBIAN_WORDNET_DIR,
     OfflineResources,
@@ -18,11 +20,49 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``attack`` with its ``prepare-data`` action."""
     parser = subparsers.add_parser(
         "attack",
-        help="prepare the offline resources of the adversarial attacks (TextAttack)",
-        description='The attacks run on TextAttack (pip install "loyalkit[attack]" '
-        '"transformers<5"). `prepare-data` writes what they read instead of downloading.',
+        help="set up the adversarial attacks (TextAttack in an isolated environment)",
+        description="The attacks run on TextAttack, in an environment of its own (TextAttack "
+        "needs transformers < 5; yours keeps its transformers). `setup` builds that environment "
+        "once; `run` attacks a saved model; `prepare-data` writes the offline files the attacks "
+        "read instead of downloading.",
     )
     actions = parser.add_subparsers(dest="attack_command", metavar="ACTION", required=True)
+    setup = actions.add_parser(
+        "setup",
+        help="build (or reuse) TextAttack's isolated environment",
+        description="Create a virtual environment for TextAttack (torch "
+        f"{attack_env.TORCH_REQUIREMENT.split('==')[1]} CPU build first, then "
+        + " ".join(attack_env.REQUIREMENTS)
+        + "), reuse it when it is already built for the same requirements, and print where it is "
+        "and its size. loyalkit's attacks run their search there and query your model in your "
+        "own process. Needs the package index once; offline afterwards.",
+    )
+    setup.add_argument(
+        "--env-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"where the environment lives (default: ${attack_env.ENV_VARIABLE}, else "
+        f"{attack_env.default_location()})",
+    )
+    setup.add_argument(
+        "--python",
+        type=Path,
+        metavar="PATH",
+        help="use this existing interpreter (with textattack, torch, transformers<5 and "
+        "scikit-learn) instead of building one",
+    )
+    setup.add_argument("--force", action="store_true", help="rebuild even if it is up to date")
+    from loyalkit import cli_attack_run
+
+    cli_attack_run.add_arguments(
+        actions.add_parser(
+            "run",
+            help="attack a saved classifier on a data file; print and save the outcome",
+            description="Attack a saved classifier (queried in this process) on a seeded sample "
+            "of a TSV/CSV/JSON/JSONL file with TextAttack in its isolated environment; print the "
+            "summary and write it with every example to --output.",
+        )
+    )
     default = OfflineResources.default()
     prepare = actions.add_parser(
         "prepare-data",
@@ -78,7 +118,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``loyalkit attack prepare-data``."""
+    """Run ``loyalkit attack ACTION``."""
+    if args.attack_command == "setup":
+        return _setup(args)
+    if args.attack_command == "run":
+        from loyalkit import cli_attack_run
+
+        return cli_attack_run.run(args)
+    return _prepare_data(args)
+
+
+def _setup(args: argparse.Namespace) -> int:
+    found, built = attack_env.setup_environment(args.env_dir, python=args.python, force=args.force)
+    state = "built" if built else ("recorded" if found.external else "up to date, reused")
+    print(f"TextAttack environment: {found.folder} ({state})")
+    print(f"  interpreter:          {found.python}")
+    if not found.external:
+        size = attack_env.folder_size(found.folder)
+        print(f"  size:                 {size / 2**20:.0f} MiB")
+    return 0
+
+
+def _prepare_data(args: argparse.Namespace) -> int:
     target = prepare_nltk_data(
         args.target,
         wordnet_dir=None if args.no_wordnet else args.wordnet_dir,

@@ -220,7 +220,6 @@ def _run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(
             config, attack=dataclasses.replace(config.attack, enabled=False)
         )
-    config.check_runnable()
     # Warnings (errors only with --quiet) on the console; the study's INFO records go to
     # study.log only.
     console = logging.StreamHandler()

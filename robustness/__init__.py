@@ -1,6 +1,9 @@
-"""Robustness of classifiers under adversarial attack, on TextAttack (``pip install loyalkit[attack]``).
+"""Robustness of classifiers under adversarial attack, on TextAttack.
 
-Importing this package does not import TextAttack; it is imported when an attack is built.
+TextAttack needs transformers < 5, so it runs in an environment of its own that
+``loyalkit attack setup`` builds (``attack_env``); ``isolated.AttackWorker`` runs its search there
+and answers its model queries in this process (``attack_worker`` is the worker's side). Importing
+this package does not import TextAttack.
 ``textattack_setup`` prepares the offline resources and imports TextAttack without downloads;
 ``recipes`` builds the attacks (TextFooler-offline, PWWS-offline, DeepWordBug, TextAttack's own);
 ``attack_runner`` runs them on a model and a dataset; ``adversarial_transfer`` feeds the adversarial
@@ -17,6 +20,9 @@ from loyalkit.lazy_exports import lazy_exports
 _EXPORTS: dict[str, str] = {
     "AttackConfig": "loyalkit.robustness.attack_runner",
     "AttackReport": "loyalkit.robustness.attack_runner",
+    "AttackWorker": "loyalkit.robustness.isolated",
+    "WorkerError": "loyalkit.robustness.isolated",
+    "setup_environment": "loyalkit.robustness.attack_env",
     "DynamicPaddingModelWrapper": "loyalkit.robustness.model_wrapper",
     "MissingResourceError": "loyalkit.robustness.textattack_setup",
     "OfflineResources": "loyalkit.robustness.textattack_setup",
@@ -34,6 +40,7 @@ __all__ = [
     "RECIPE_NAMES",
     "AttackConfig",
     "AttackReport",
+    "AttackWorker",
     "DynamicPaddingModelWrapper",
     "MissingResourceError",
     "OfflineResources",
@@ -43,12 +50,16 @@ __all__ = [
     "import_textattack",
     "prepare_nltk_data",
     "prepare_textattack_cache",
+    "setup_environment",
     "wrap_model",
+    "WorkerError",
 ]
 
 if TYPE_CHECKING:
     from loyalkit.robustness.adversarial_transfer import adversarial_loyalty
+    from loyalkit.robustness.attack_env import setup_environment
     from loyalkit.robustness.attack_runner import AttackConfig, AttackReport, attack_model
+    from loyalkit.robustness.isolated import AttackWorker, WorkerError
     from loyalkit.robustness.model_wrapper import DynamicPaddingModelWrapper, wrap_model
     from loyalkit.robustness.recipes import RECIPE_NAMES, build_attack
     from loyalkit.robustness.textattack_setup import (

@@ -24,7 +24,10 @@ examples (errors excluded): ``original_accuracy`` = (succeeded + failed) / attac
 examples were already misclassified), ``after_attack_accuracy`` = failed / attacked,
 ``attack_success_rate`` = succeeded / (succeeded + failed), ``mean_queries`` over the examples not
 skipped, ``mean_words_perturbed`` = mean share of words changed over the successful attacks. A
-mean over no examples is reported as 0.0 (TextAttack's metrics give NaN there).
+rate or mean over no examples is NaN, as in TextAttack's metrics: an attack that attacked nothing
+(time budget spent before the first example, every example errored) reports NaN, never 0.0 (which
+would read as a broken model), with ``num_attacked`` = 0 and ``report.stop_reason`` saying why
+(``"time_budget"``, ``"every_example_errored"``).
 
 Example:
     >>> from loyalkit.robustness.attack_runner import AttackConfig, attack_model
@@ -64,8 +67,10 @@ __all__ = [
     "AttackReport",
     "attack_model",
     "build_model_attack",
+    "configure_attack",
     "run_attack",
     "sample_rows",
+    "summarize",
 ]
 
 SUMMARY_KEYS: tuple[str, ...] = (
@@ -109,6 +114,10 @@ class AttackConfig:
         time_budget_s: the most seconds for the whole run.
         batch_size: the most queries per forward pass.
         resources: where TextAttack's offline data lies (``None``: the documented defaults).
+        seed_each_example: seed TextAttack's random draws with ``seed`` again before each
+            example (default: once, as TextAttack's ``Attacker`` does). Each example's outcome
+            then does not depend on which examples came before it, so the rows can be split
+            across processes (``AttackCallback`` under ``torchrun``) with the same outcomes.
     """
 
     recipe: str = "textfooler-offline"
@@ -118,8 +127,11 @@ class AttackConfig:
     time_budget_s: float | None = None
     batch_size: int = 32
     resources: OfflineResources | None = None
+    seed_each_example: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.seed_each_example, bool):
+            raise ValueError(f"`seed_each_example` must be a bool, got {self.seed_each_example!r}")
         if not isinstance(self.recipe, str) or not self.recipe:
             raise ValueError(f"`recipe` must be a recipe name, got {self.recipe!r}")
         for name in ("num_examples", "batch_size"):
@@ -149,7 +161,8 @@ class AttackConfig:
 class AttackReport:
     """The outcome of an attack: ``summary`` (keys :data:`SUMMARY_KEYS`) and one dict per example
     (keys :data:`EXAMPLE_FIELDS`; sentence pairs are joined with a line break, as TextAttack does).
-    ``stop_reason`` is ``"time_budget"`` when the time budget ended the run early."""
+    ``stop_reason`` is ``"time_budget"`` when the time budget ended the run early and
+    ``"every_example_errored"`` when no example could be attacked."""
 
     summary: dict[str, float | int]
     examples: list[dict[str, Any]]
@@ -253,9 +266,16 @@ def sample_rows(
 def build_model_attack(model: nn.Module, tokenizer: Any, config: AttackConfig) -> Any:
     """The ``textattack.Attack`` of ``config.recipe`` on a dynamically padded wrapper of
     ``model``, with ``config``'s query budget and batch size."""
+    wrapper = wrap_model(model, tokenizer, config.batch_size, resources=config.resources)
+    return configure_attack(wrapper, config)
+
+
+def configure_attack(model_wrapper: Any, config: AttackConfig) -> Any:
+    """The ``textattack.Attack`` of ``config.recipe`` on any TextAttack ``model_wrapper``, with
+    ``config``'s query budget and batch size (the isolated worker passes its remote wrapper)."""
     from loyalkit.robustness.recipes import build_attack
 
-    wrapper = wrap_model(model, tokenizer, config.batch_size, resources=config.resources)
+    wrapper = model_wrapper
     attack = build_attack(config.recipe, wrapper, config.resources)
     attack.goal_function.batch_size = config.batch_size
     if config.query_budget is not None:
@@ -284,10 +304,12 @@ def run_attack(
     text_columns: Sequence[str] = ("sentence",),
     *,
     clock: Callable[[], float] = time.monotonic,
+    on_example: Callable[[int], None] | None = None,
 ) -> AttackReport:
     """Attack ``rows`` (from :func:`sample_rows`) with a built ``attack`` (see the module doc).
 
-    ``clock`` measures the time budget (seconds; tests pass a deterministic one)."""
+    ``clock`` measures the time budget (seconds; tests pass a deterministic one);
+    ``on_example(done)`` is called after each example (progress)."""
     from loyalkit.robustness.textattack_setup import import_textattack
 
     textattack = import_textattack(config.resources)
@@ -311,6 +333,8 @@ def run_attack(
                 break
             if hasattr(wrapper, "deadline"):
                 wrapper.deadline, wrapper.clock = deadline, clock
+            if config.seed_each_example:
+                textattack.shared.utils.set_seed(config.seed)
             example: Any = (
                 texts[0] if len(texts) == 1 else OrderedDict(zip(text_columns, texts, strict=True))
             )
@@ -321,6 +345,8 @@ def run_attack(
                 break
             except Exception as error:  # one example's failure must not end the run
                 examples.append(_error_example(index, texts, label, error))
+                if on_example is not None:
+                    on_example(len(examples))
                 continue
             finally:
                 if hasattr(wrapper, "deadline"):
@@ -336,8 +362,13 @@ def run_attack(
             )
             results.append(result)
             examples.append(_result_example(index, label, result, status))
+            if on_example is not None:
+                on_example(len(examples))
+    summary = summarize(examples, len(rows))
+    if stop_reason is None and rows and summary["num_attacked"] == 0:
+        stop_reason = "every_example_errored"
     return AttackReport(
-        summary=_summary(examples, len(rows)),
+        summary=summary,
         examples=examples,
         recipe=config.recipe,
         text_columns=tuple(text_columns),
@@ -356,8 +387,14 @@ def attack_model(
     *,
     text_columns: Sequence[str] = ("sentence",),
     label_column: str = "label",
+    worker: Any = None,
 ) -> AttackReport:
     """Attack ``model`` on a seeded sample of ``dataset`` (see the module docstring).
+
+    Where TextAttack runs: in this process when it can (installed beside transformers < 5), else
+    (or when ``worker`` is given) in its isolated environment through ``worker``, an
+    :class:`~loyalkit.robustness.isolated.AttackWorker` (default: a temporary one). Both give
+    the same numbers (``tests/test_isolated_parity.py``).
 
     Args:
         model: a Hugging Face sequence classifier; it is queried in eval mode, its mode is kept.
@@ -366,11 +403,21 @@ def attack_model(
         config: recipe, sample size, seed, budgets (default: ``AttackConfig()``).
         text_columns: one column (single sentences) or two (sentence pairs).
         label_column: the gold label column (class ids).
+        worker: the isolated worker to attack through (see above).
     """
     config = AttackConfig() if config is None else config
     if not isinstance(config, AttackConfig):
         raise TypeError(f"`config` must be an AttackConfig, got {type(config).__name__}")
     rows = sample_rows(dataset, config.num_examples, config.seed, text_columns, label_column)
+    from loyalkit.robustness.textattack_setup import textattack_runs_here
+
+    if worker is not None or not textattack_runs_here():
+        from loyalkit.robustness.isolated import AttackWorker
+
+        if worker is not None:
+            return worker.attack(model, tokenizer, rows, config, text_columns)
+        with AttackWorker() as temporary:
+            return temporary.attack(model, tokenizer, rows, config, text_columns)
     attack = build_model_attack(model, tokenizer, config)
     return run_attack(attack, rows, config, text_columns)
 
@@ -430,8 +477,9 @@ def _label(output: Any) -> Any:
     return int(output) if isinstance(output, (int, np.integer)) else output
 
 
-def _summary(examples: list[dict[str, Any]], num_requested: int) -> dict[str, float | int]:
-    """TextAttack's AttackSuccessRate, WordsPerturbed and AttackQueries, as fractions."""
+def summarize(examples: list[dict[str, Any]], num_requested: int) -> dict[str, float | int]:
+    """TextAttack's AttackSuccessRate, WordsPerturbed and AttackQueries, as fractions, over the
+    per-example records (NaN where a rate or mean has no example)."""
     count = {
         s: sum(e["status"] == s for e in examples)
         for s in ("succeeded", "failed", "skipped", "error")
@@ -444,12 +492,13 @@ def _summary(examples: list[dict[str, Any]], num_requested: int) -> dict[str, fl
         for e in examples
         if e["status"] == "succeeded" and e["num_words"] and e["words_perturbed"]
     ]
+    nan = math.nan
     return {
-        "original_accuracy": tried / attacked if attacked else 0.0,
-        "after_attack_accuracy": count["failed"] / attacked if attacked else 0.0,
-        "attack_success_rate": count["succeeded"] / tried if tried else 0.0,
-        "mean_queries": float(np.mean(queries)) if queries else 0.0,
-        "mean_words_perturbed": float(np.mean(shares)) if shares else 0.0,
+        "original_accuracy": tried / attacked if attacked else nan,
+        "after_attack_accuracy": count["failed"] / attacked if attacked else nan,
+        "attack_success_rate": count["succeeded"] / tried if tried else nan,
+        "mean_queries": float(np.mean(queries)) if queries else nan,
+        "mean_words_perturbed": float(np.mean(shares)) if shares else nan,
         "num_succeeded": count["succeeded"],
         "num_failed": count["failed"],
         "num_skipped": count["skipped"],

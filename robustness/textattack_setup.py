@@ -39,7 +39,12 @@ from loyalkit.robustness.wordnet_files import WORDNET_FILES
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
 #: The file whose presence in TextAttack's cache tells its import not to run ``nltk.download``.
 TEXTATTACK_MARKER = "post_install_check_3"
-_ATTACK_EXTRA_HINT = 'pip install "loyalkit[attack]" "transformers<5"'
+_ATTACK_EXTRA_HINT = 'pip install "loyalkit[attack]"'
+_TEXTATTACK_HINT = (
+    "TextAttack (which needs transformers < 5) runs in an environment of its own: run "
+    "`loyalkit attack setup` once; attack_model, AttackCallback and the study then attack from "
+    "your environment through loyalkit.robustness.isolated.AttackWorker"
+)
 _PREPARE_HINT = "run `loyalkit attack prepare-data` (or loyalkit.robustness.prepare_nltk_data(DIR))"
 # Libraries that read cache variables (HF_HOME, ...) once, at their own import: imported before
 # TextAttack changes those variables, so they keep the caller's settings.
@@ -284,14 +289,21 @@ def import_textattack(resources: OfflineResources | None = None) -> ModuleType:
 
 
 def _require_textattack() -> None:
+    if not textattack_runs_here():
+        raise ImportError(f"TextAttack cannot be imported in this process: {_TEXTATTACK_HINT}")
+
+
+def textattack_runs_here() -> bool:
+    """Whether TextAttack can run in this process: installed, beside transformers < 5 (flair,
+    which TextAttack imports, fails under 5). Checked without importing either."""
+    from importlib import metadata
+
     try:
-        found = importlib.util.find_spec("textattack") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise ImportError(
-            f"the attacks need TextAttack, which is not installed: {_ATTACK_EXTRA_HINT}"
-        )
+        if importlib.util.find_spec("textattack") is None:
+            return False
+        return int(metadata.version("transformers").split(".")[0]) < 5
+    except (ImportError, ValueError, metadata.PackageNotFoundError):
+        return False
 
 
 def _restore_environ(saved: dict[str, str]) -> None:

@@ -1,5 +1,10 @@
 """The study's attacks: the teacher's and each student's, with ``loyalkit.robustness``.
 
+TextAttack runs in its isolated environment (``loyalkit attack setup``), in one worker for the
+whole study (:class:`~loyalkit.robustness.isolated.AttackWorker`); the models are queried in the
+study's process. A worker that is missing, crashes or hangs does not stop the study: that model's
+attack values are NaN and the reason is logged.
+
 Every model is attacked on the same validation rows (``attack.seed``); the teacher's report is
 saved in ``teacher/attack.json`` and reused, while the attack settings are unchanged, for the
 students' adversarial loyalty (the teacher's adversarial examples fed to each student). When
@@ -16,7 +21,6 @@ Example (``model``, ``tokenizer``: a classifier; ``task``: from ``load_task``)::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,24 +82,22 @@ def _attack_config(config: StudyConfig) -> Any:
     )
 
 
-class _ProgressRows(list[Any]):
-    """The attacked rows; iterating them advances a progress bar."""
+#: ``stop_reason`` of a report whose attack could not run (the worker failed).
+WORKER_FAILED = "worker_failed"
 
-    def __init__(self, rows: list[Any], description: str, enabled: bool) -> None:
-        super().__init__(rows)
-        self.description = description
-        self.enabled = enabled
 
-    def __iter__(self) -> Iterator[Any]:
-        from tqdm.auto import tqdm
+def failed_report(config: Any, rows: int, text_columns: tuple[str, ...], reason: str) -> Any:
+    """The report of an attack that could not run: NaN rates and means, ``num_attacked`` 0."""
+    from loyalkit.robustness.attack_runner import AttackReport, summarize
 
-        with tqdm(
-            total=len(self), desc=self.description, unit="example", leave=False,
-            disable=not self.enabled,
-        ) as bar:  # fmt: skip
-            for row in super().__iter__():
-                yield row
-                bar.update()
+    return AttackReport(
+        summary=summarize([], rows),
+        examples=[],
+        recipe=config.recipe,
+        text_columns=text_columns,
+        seed=config.seed,
+        stop_reason=f"{WORKER_FAILED}: {reason}",
+    )
 
 
 def attack(
@@ -106,9 +108,14 @@ def attack(
     path: Path,
     name: str,
     progress: bool,
+    worker: Any,
 ) -> Any:
-    """``loyalkit.robustness.attack_model``, step by step, with a progress bar over the rows."""
-    from loyalkit.robustness.attack_runner import build_model_attack, run_attack, sample_rows
+    """``loyalkit.robustness.attack_model`` through the study's ``worker``, with a progress bar
+    over the rows; a failed worker gives :func:`failed_report` (logged, not raised)."""
+    from tqdm.auto import tqdm
+
+    from loyalkit.robustness.attack_runner import sample_rows
+    from loyalkit.robustness.isolated import WorkerError
 
     attack_config = _attack_config(config)
     rows = sample_rows(
@@ -118,9 +125,25 @@ def attack(
         task.text_columns,
         task.label_column,
     )
-    attack = build_model_attack(model, tokenizer, attack_config)
-    rows = _ProgressRows(rows, f"attack {name}", progress)
-    report = run_attack(attack, rows, attack_config, task.text_columns)
+    columns = tuple(task.text_columns)
+    with tqdm(
+        total=len(rows), desc=f"attack {name}", unit="example", leave=False, disable=not progress
+    ) as bar:
+        try:
+            report = worker.attack(
+                model, tokenizer, rows, attack_config, columns,
+                on_example=lambda done: bar.update(done - bar.n),
+            )  # fmt: skip
+        except WorkerError as error:
+            logger.error("attack %s: no attack values (NaN): %s", name, error)
+            report = failed_report(attack_config, len(rows), columns, str(error))
+    if report.summary["num_attacked"] == 0:
+        logger.warning(
+            "attack %s: nothing attacked (num_attacked=0 of %d, stop reason: %s); values are NaN",
+            name,
+            len(rows),
+            report.stop_reason,
+        )
     report.save(path)
     return report
 
@@ -149,8 +172,10 @@ def teacher_attack(
     task: TaskData,
     folder: Path,
     progress: bool,
+    worker: Any,
 ) -> Any:
-    """The teacher's attack report, cached in ``folder`` per attack settings."""
+    """The teacher's attack report, cached in ``folder`` per attack settings (not when the
+    worker failed)."""
     if not config.attack.enabled:
         return None
     key = fingerprint(config.to_dict()["attack"])
@@ -162,6 +187,9 @@ def teacher_attack(
     logger.info(
         "teacher: attacking %d examples with %s", config.attack.num_examples, config.attack.recipe
     )
-    report = attack(teacher, tokenizer, task, config, folder / "attack.json", "teacher", progress)
-    write_json(folder / "attack-done.json", {"fingerprint": key})
+    report = attack(
+        teacher, tokenizer, task, config, folder / "attack.json", "teacher", progress, worker
+    )
+    if not str(report.stop_reason).startswith(WORKER_FAILED):
+        write_json(folder / "attack-done.json", {"fingerprint": key})
     return report

@@ -25,7 +25,6 @@ batch_size, student_layers, temperature, alpha
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 from collections.abc import Mapping
@@ -58,7 +57,7 @@ __all__ = [
     "preset",
 ]
 
-ATTACK_INSTALL_HINT = 'pip install "loyalkit[attack]" "transformers<5"'
+ATTACK_INSTALL_HINT = "loyalkit attack setup"
 
 
 def _fail(path: str, message: str) -> ValueError:
@@ -500,13 +499,21 @@ class StudyConfig:
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
 
-    def check_runnable(self) -> None:
-        """What must hold before running: TextAttack importable when the attack is enabled."""
-        if self.attack.enabled and importlib.util.find_spec("textattack") is None:
-            raise ValueError(
-                "attack.enabled: the attack needs TextAttack, which is not installed: "
-                f"{ATTACK_INSTALL_HINT} (or set attack.enabled: false)"
-            )
+    def check_runnable(self) -> list[str]:
+        """What is missing but does not stop the study: with the attack enabled and TextAttack's
+        isolated environment not built, one warning (the attack values will then be NaN)."""
+        from loyalkit.robustness.attack_env import AttackEnvironmentMissing, find_environment
+
+        if not self.attack.enabled:
+            return []
+        try:
+            find_environment()
+        except AttackEnvironmentMissing as missing:
+            return [
+                f"attack.enabled: {missing} (or set attack.enabled: false); until then the "
+                "attack values are NaN"
+            ]
+        return []
 
     def runs(self) -> list[RunSpec]:
         """The enabled methods as runs, in order (one magnitude-pruning run per sparsity)."""

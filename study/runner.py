@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from loyalkit.robustness.isolated import AttackWorker
 from loyalkit.study import methods as study_methods
 from loyalkit.study.attacks import attack, teacher_attack
 from loyalkit.study.config import RunSpec, StudyConfig
@@ -169,6 +170,7 @@ def _measure_run(
             folder / "attack.json",
             spec.method,
             context["progress"],
+            context["attack_worker"],
         )
         record["attack"] = dict(report.summary)
         from loyalkit.robustness import adversarial_loyalty
@@ -423,19 +425,24 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
     if not isinstance(config, StudyConfig):
         raise TypeError(f"`config` must be a StudyConfig, got {type(config).__name__}")
     config.check()
-    config.check_runnable()
     state = PartialState(cpu=not torch.cuda.is_available())
     output = Path(config.output_dir)
     if state.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()
     lock = study_lock(output) if state.is_main_process else contextlib.nullcontext()
+    # One TextAttack worker for the whole study (started at the first attack, main process only).
+    worker = AttackWorker()
     with (
         lock,
         _log_to(output / "study.log", state.is_main_process),
         _torch_threads(config.threads),
+        contextlib.closing(worker),
     ):
         logger.info("study: %s", json.dumps(config.to_dict()))
+        if state.is_main_process:
+            for warning in config.check_runnable():
+                logger.warning("study: %s", warning)
         task = load_task(config.task, seed=config.teacher.seed)
         folder = output / "teacher"
         teacher, tokenizer, train, validation, teacher_done = prepare_teacher(
@@ -443,6 +450,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
         )
         collator = DataCollatorWithPadding(tokenizer)
         context: dict[str, Any] = {
+            "attack_worker": worker,
             "progress": progress and state.is_main_process,
             "task": task,
             "tokenizer": tokenizer,
@@ -484,7 +492,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
         )
         if state.is_main_process:
             context["teacher_attack"] = teacher_attack(
-                config, teacher, tokenizer, task, folder, progress
+                config, teacher, tokenizer, task, folder, progress, context["attack_worker"]
             )
             if context["teacher_attack"] is not None:
                 teacher_record["attack"] = dict(context["teacher_attack"].summary)

@@ -73,7 +73,8 @@ def main(model_dir: Path, resources_dir: Path, output_dir: Path) -> None:
         "backend": dist.get_backend() if dist.is_initialized() else None,
         "log_history": trainer.state.log_history,
         "final_eval": final,
-        "attacked_here": callback.last_report is not None,
+        "attacked_here": callback.worker.starts > 0,
+        "attacked_rows": callback.attacked_positions,
         "failures": callback.failures,
     }
     (output_dir / f"rank-{rank}.json").write_text(json.dumps(result, indent=1))

@@ -15,8 +15,6 @@ from torch import nn
 from loyalkit.robustness.adversarial_transfer import ADVERSARIAL_LOYALTY_KEYS, adversarial_loyalty
 from loyalkit.robustness.attack_runner import AttackConfig, AttackReport, attack_model
 
-pytestmark = pytest.mark.attack
-
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
@@ -80,6 +78,7 @@ def test_a_constant_model_by_hand(setup: dict[str, Any]) -> None:
         assert values["transfer_rate"] == pytest.approx(transfer)
 
 
+@pytest.mark.attack  # TextAttack's own wrapper, in this process
 def test_a_noisy_student_against_textattacks_wrapper(setup: dict[str, Any]) -> None:
     """The target's labels computed through TextAttack's own HuggingFaceModelWrapper."""
     from textattack.models.wrappers import HuggingFaceModelWrapper

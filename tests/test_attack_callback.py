@@ -1,4 +1,9 @@
-"""AttackCallback in real Trainer runs on tiny BERTs; its numbers against attack_model."""
+"""AttackCallback in real Trainer runs on tiny BERTs; its numbers against attack_model.
+
+Runs in the main environment (transformers 5, no TextAttack): the callback and the reference
+``attack_model`` both attack through workers in the isolated environment (``loyalkit attack
+setup``); that this equals TextAttack in one process is ``tests/test_isolated_parity.py``.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ from trainer_helpers import training_args
 from transformers import BertForSequenceClassification, Trainer, TrainingArguments
 
 from loyalkit.robustness.attack_runner import SUMMARY_KEYS, AttackConfig, attack_model
+from loyalkit.robustness.isolated import AttackWorker
 
-attack = pytest.mark.attack
 NUM_EXAMPLES = 12
 
 
@@ -29,10 +34,16 @@ def _one_thread() -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Any:
     loaded = classifier_setup(tmp_path_factory, steps=10)
     tokenizer = loaded["tokenizer"]
-    return {**loaded, "train": raw_dataset(48, 0, tokenizer), "eval": raw_dataset(30, 1, tokenizer)}
+    with AttackWorker() as reference:  # one worker for every reference attack of this module
+        yield {
+            **loaded,
+            "train": raw_dataset(48, 0, tokenizer),
+            "eval": raw_dataset(30, 1, tokenizer),
+            "reference": reference,
+        }
 
 
 def args(output_dir: Path, **overrides: Any) -> TrainingArguments:
@@ -76,11 +87,13 @@ def callback(setup: dict[str, Any], **overrides: Any) -> Any:
 
 
 def expected_summary(setup: dict[str, Any], model: nn.Module, **overrides: Any) -> dict[str, Any]:
-    config = AttackConfig(**attack_settings(setup, **overrides))
-    return attack_model(model, setup["tokenizer"], setup["eval"], config).summary
+    # The callback seeds TextAttack before each example (its rows may be split across processes).
+    config = AttackConfig(**attack_settings(setup, **overrides), seed_each_example=True)
+    return attack_model(
+        model, setup["tokenizer"], setup["eval"], config, worker=setup["reference"]
+    ).summary
 
 
-@attack
 def test_values_reach_evaluate_and_the_logs(setup: dict[str, Any], tmp_path: Path) -> None:
     trainer = trainer_for(setup, args(tmp_path))
     attack_callback = callback(setup).attach(trainer)
@@ -96,23 +109,23 @@ def test_values_reach_evaluate_and_the_logs(setup: dict[str, Any], tmp_path: Pat
     assert attack_callback.last_report is not None and attack_callback.failures == []
 
 
-@attack
 def test_repeated_evaluations_reuse_the_attack_and_agree(
     setup: dict[str, Any], tmp_path: Path
 ) -> None:
     trainer = trainer_for(setup, args(tmp_path))
     attack_callback = callback(setup, examples_dir=tmp_path / "examples").attach(trainer)
     first = trainer.evaluate()
-    built = attack_callback._attack
+    worker = attack_callback.worker.pid
     second = trainer.evaluate()
-    assert attack_callback._attack is built  # built once, caches of model outputs cleared
+    # One worker for the Trainer: started once, the recipe kept, its model-output cache cleared.
+    assert worker is not None and attack_callback.worker.pid == worker
+    assert attack_callback.worker.starts == 1
     keys = [f"eval_attack_{k}" for k in SUMMARY_KEYS]
     assert [first[k] for k in keys] == [second[k] for k in keys]
     saved = json.loads((tmp_path / "examples" / "eval-step-0.json").read_text())
     assert saved["summary"]["num_attacked"] == first["eval_attack_num_attacked"]
 
 
-@attack
 def test_a_dict_of_eval_sets_attacks_the_one_evaluated(
     setup: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -129,12 +142,17 @@ def test_a_dict_of_eval_sets_attacks_the_one_evaluated(
         trainer.model,
         setup["tokenizer"],
         other,
-        AttackConfig(recipe="deepwordbug", num_examples=NUM_EXAMPLES, resources=setup["resources"]),
+        AttackConfig(
+            recipe="deepwordbug",
+            num_examples=NUM_EXAMPLES,
+            resources=setup["resources"],
+            seed_each_example=True,
+        ),
+        worker=setup["reference"],
     )
     assert {k: metrics[f"eval_other_attack_{k}"] for k in SUMMARY_KEYS} == report.summary
 
 
-@attack
 def test_best_model_by_after_attack_accuracy(setup: dict[str, Any], tmp_path: Path) -> None:
     training = args(
         tmp_path,
@@ -183,7 +201,6 @@ class RaisesOnWord(nn.Module):
         )
 
 
-@attack
 def test_training_survives_failing_attacks(setup: dict[str, Any], tmp_path: Path) -> None:
     # One example's attack raises: an error, the others counted.
     base = BertForSequenceClassification.from_pretrained(setup["folder"])
@@ -219,7 +236,6 @@ def test_training_survives_failing_attacks(setup: dict[str, Any], tmp_path: Path
     assert all(log["eval_attack_after_attack_accuracy"] == math.inf for log in logged)
 
 
-@attack
 def test_misuse_is_refused(setup: dict[str, Any], tmp_path: Path) -> None:
     trainer = trainer_for(setup, args(tmp_path))
     with pytest.raises(TypeError, match="`trainer`"):
@@ -237,18 +253,9 @@ def test_misuse_is_refused(setup: dict[str, Any], tmp_path: Path) -> None:
         unattached.train()
 
 
-def test_without_textattack_a_clear_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs in the main environment (no TextAttack); there and in the compat environment the
-    package is hidden the way a missing one is (``find_spec`` returns None)."""
-    import loyalkit.callbacks
-
-    probe = "import sys, loyalkit.callbacks; loyalkit.callbacks.AttackCallback; print(sorted(m for m in sys.modules if m.startswith('textattack')))"
+def test_importing_the_callbacks_imports_no_textattack() -> None:
+    probe = "import sys, loyalkit.callbacks; loyalkit.callbacks.AttackCallback; print(sorted(m for m in sys.modules if m.startswith(('textattack', 'flair'))))"
     imported = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
-    assert (
-        imported.strip().splitlines()[-1] == "[]"
-    )  # importing the callbacks imports no TextAttack
-    monkeypatch.setitem(sys.modules, "textattack", None)
-    with pytest.raises(ImportError, match=r'pip install "loyalkit\[attack\]"'):
-        loyalkit.callbacks.AttackCallback("deepwordbug")
+    assert imported.strip().splitlines()[-1] == "[]"

@@ -3,8 +3,9 @@
 ``tests/attack_distributed_worker.py`` evaluates a saved tiny classifier (training at learning rate
 0, so every run attacks the same weights) with an AttackCallback after each of 2 steps and once
 more at the end, as a single process and under each launcher. Checked: no deadlock (every run
-under a timeout), only rank 0 attacks, both ranks log and return the same attack numbers, equal to
-the single process's and to ``attack_model`` run here on the same model.
+under a timeout), each rank attacks its share of the rows with its own worker, both ranks log and
+return the same (gathered) attack numbers, equal to the single process's and to ``attack_model``
+run here on the same model.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from test_distributed import LAUNCHERS, free_port, run
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from loyalkit.robustness.attack_runner import SUMMARY_KEYS, AttackConfig, attack_model
-
-pytestmark = pytest.mark.attack
 
 WORKER = Path(__file__).resolve().parent / "attack_distributed_worker.py"
 KEYS = [f"eval_attack_{key}" for key in SUMMARY_KEYS]
@@ -67,7 +66,9 @@ def test_two_processes_agree_with_one(
 
     assert one["world_size"] == 1 and one["backend"] is None
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["backend"] == "gloo"
-    assert [r["attacked_here"] for r in ranks] == [True, False]  # the main process attacks
+    assert [r["attacked_here"] for r in ranks] == [True, True]  # each rank attacks its share
+    assert [r["attacked_rows"] for r in ranks] == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    assert one["attacked_rows"] == list(range(ATTACK_EXAMPLES))
     assert all(r["failures"] == [] for r in (one, *ranks))
     logs = [attack_logs(r) for r in (one, *ranks)]
     assert logs[1] == logs[2] == logs[0]
@@ -85,6 +86,7 @@ def test_two_processes_agree_with_one(
             num_examples=ATTACK_EXAMPLES,
             seed=3,
             resources=offline_resources(resources_dir),
+            seed_each_example=True,
         ),
     )
     assert finals[0] == {f"eval_attack_{k}": float(v) for k, v in report.summary.items()}

@@ -69,7 +69,7 @@ def test_importing_loyalkit_does_not_import_textattack(tmp_path: Path) -> None:
     assert result == {"loaded": [], "exports": True}
 
 
-def test_build_attack_without_textattack_names_the_extra(tmp_path: Path) -> None:
+def test_build_attack_without_textattack_names_the_setup(tmp_path: Path) -> None:
     # A finder that makes `textattack` missing, as in an environment without the attack extra.
     result = run_python(
         """
@@ -88,8 +88,8 @@ def test_build_attack_without_textattack_names_the_extra(tmp_path: Path) -> None
         """,
         tmp_path,
     )
-    assert 'pip install "loyalkit[attack]"' in result["error"]
-    assert "TextAttack" in result["error"]
+    assert "loyalkit attack setup" in result["error"] and "TextAttack" in result["error"]
+    assert "transformers<5" not in result["error"]
 
 
 def test_prepare_stop_words_matches_scikit_learn(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import loyalkit.metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +39,10 @@ def test_the_test_environment_is_an_editable_install_of_this_checkout():
     assert Path(loyalkit.metrics.__file__).resolve() == REPO / "metrics" / "__init__.py"
 
 
-def test_regular_install_imports_and_loads_the_packaged_modules(tmp_path):
-    target = tmp_path / "site"
+@pytest.fixture(scope="module")
+def regular_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``pip install --target`` of this checkout (not editable), in a temporary folder."""
+    target = tmp_path_factory.mktemp("install") / "site"
     subprocess.run(
         [
             sys.executable,
@@ -56,6 +60,11 @@ def test_regular_install_imports_and_loads_the_packaged_modules(tmp_path):
         capture_output=True,
         timeout=600,
     )
+    return target
+
+
+def test_regular_install_imports_and_loads_the_packaged_modules(regular_install, tmp_path):
+    target = regular_install
     env = {**os.environ, "PYTHONPATH": str(target)}
     result = run_probe(env, cwd=tmp_path)  # outside the checkout, so only the install can answer
     for key in ("loyalkit", "metrics", "module"):
@@ -84,3 +93,57 @@ def test_importing_the_packages_is_light_and_leaves_the_environment_alone():
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert json.loads(completed.stdout) == {"heavy": [], "env_changed": False}
+
+
+ATTACK_PROBE = """
+import json, sys
+import torch
+from transformers import AutoTokenizer, BertForSequenceClassification
+import loyalkit
+from loyalkit.robustness import AttackConfig, AttackWorker, OfflineResources
+from loyalkit.robustness.isolated import worker_script
+torch.set_num_threads(1)
+folder, resources = sys.argv[1], sys.argv[2]
+model = BertForSequenceClassification.from_pretrained(folder).eval()
+tokenizer = AutoTokenizer.from_pretrained(folder)
+rows = [(0, ("music ending ugly the film",), 0), (1, ("a great film",), 1)]
+offline = OfflineResources(nltk_data=resources + "/nltk_data", cache_dir=resources + "/textattack")
+with AttackWorker() as worker:
+    report = worker.attack(model, tokenizer, rows, AttackConfig("deepwordbug", resources=offline))
+print(json.dumps({"loyalkit": loyalkit.__file__, "worker": str(worker_script()),
+                  "statuses": [e["status"] for e in report.examples],
+                  "queries": [e["queries"] for e in report.examples]}))
+"""
+
+
+def test_regular_install_attacks_through_the_isolated_environment(regular_install, tmp_path):
+    """A non-editable install, run outside the checkout, finds its worker in site-packages and
+    attacks through the environment of `loyalkit attack setup`."""
+    from attack_helpers import make_classifier, offline_resources
+
+    folder = make_classifier(tmp_path / "classifier", steps=10)
+    offline_resources(tmp_path / "resources")
+    env = {**os.environ, "PYTHONPATH": str(regular_install)}
+    completed = subprocess.run(
+        [sys.executable, "-c", ATTACK_PROBE, str(folder), str(tmp_path / "resources")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["loyalkit"].startswith(str(regular_install))
+    helped = subprocess.run(
+        [sys.executable, "-m", "loyalkit", "attack", "--help"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert helped.returncode == 0 and "setup" in helped.stdout and "run" in helped.stdout
+    assert result["worker"] == str(regular_install / "loyalkit" / "robustness" / "attack_worker.py")
+    assert len(result["statuses"]) == 2 and "error" not in result["statuses"]
+    assert all(q is None or q > 0 for q in result["queries"])

@@ -101,7 +101,6 @@ def test_study_on_mnli_pairs(tmp_path: Path) -> None:
         assert run["label_loyalty"] == pytest.approx(accuracy_score(teacher_labels, labels))
 
 
-@pytest.mark.attack
 def test_attack_on_mnli_pairs_flips_the_saved_model(tmp_path: Path) -> None:
     data = pair_study(tmp_path, methods=["int8-ptq"])
     data["attack"] = {"enabled": True, "recipe": "deepwordbug", "num_examples": 6}

@@ -314,7 +314,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.mark.attack
 def test_attack_columns_checked_against_the_saved_models(tmp_path: Path) -> None:
     from loyalkit.robustness.attack_runner import SUMMARY_KEYS
 

@@ -1,0 +1,52 @@
+"""A user's process that attacks through the isolated worker and is then interrupted or killed.
+
+Run by ``tests/test_isolated_faults.py``: ``python tests/isolated_parent.py FOLDER RESOURCES``.
+It loads the saved classifier, starts a worker, prints ``worker <pid>`` and attacks with a model
+slowed to 0.3 s per forward pass, so that the signal arrives while a job runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, BertForSequenceClassification
+
+from loyalkit.robustness import AttackConfig, AttackWorker, OfflineResources
+
+
+class Slow(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, **inputs: Any) -> Any:
+        time.sleep(0.3)
+        return self.model(**inputs)
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    folder, resources = Path(sys.argv[1]), Path(sys.argv[2])
+    model = Slow(BertForSequenceClassification.from_pretrained(folder).eval())
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    offline = OfflineResources(
+        nltk_data=resources / "nltk_data", cache_dir=resources / "textattack"
+    )
+    worker = AttackWorker()
+    worker.start()
+    print(f"worker {worker.pid}", flush=True)
+    rows = [(i, ("music ending ugly the film",), 1) for i in range(50)]
+    config = AttackConfig(recipe="deepwordbug", num_examples=50, resources=offline)
+    worker.attack(
+        model, tokenizer, rows, config, on_example=lambda done: print("done", done, flush=True)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
