@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from loyalkit.compression.architectures import is_conv1d, per_layer_stack
+from loyalkit.compression.architectures import PER_LAYER_FAMILIES, is_conv1d, per_layer_stack
 
 __all__ = [
     "HEAD_PRUNING_FAMILIES",
@@ -48,18 +48,8 @@ __all__ = [
     "num_units",
 ]
 
-HEAD_PRUNING_FAMILIES = (
-    "bert",
-    "roberta",
-    "xlm-roberta",
-    "electra",
-    "distilbert",
-    "deberta-v2",
-    "modernbert",
-    "gpt2",
-    "llama",
-    "qwen2",
-)
+# Every family with one attention module per layer (the tested ones: the matrix test covers each).
+HEAD_PRUNING_FAMILIES = PER_LAYER_FAMILIES
 
 
 @dataclass(frozen=True)
