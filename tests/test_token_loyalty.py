@@ -199,3 +199,50 @@ def test_bad_inputs_name_the_argument(student, teacher, targets, message):
 def test_empty_accumulator_is_an_error():
     with pytest.raises(ValueError, match="no token was scored"):
         TokenLoyaltyAccumulator().result()
+
+
+def _mpmath_reference(student: np.ndarray, teacher: np.ndarray) -> tuple[list, list]:
+    """Probability loyalty and KL per row with 50 significant digits (mpmath), from the same logits."""
+    import mpmath
+
+    loyalty, kl = [], []
+    with mpmath.workdps(50):
+        for s_row, t_row in zip(student, teacher, strict=True):
+            t_log = [mpmath.mpf(float(x)) for x in t_row]
+            s_log = [mpmath.mpf(float(x)) for x in s_row]
+            t_lse = mpmath.log(mpmath.fsum(map(mpmath.exp, t_log)))
+            s_lse = mpmath.log(mpmath.fsum(map(mpmath.exp, s_log)))
+            log_p = [x - t_lse for x in t_log]
+            log_q = [x - s_lse for x in s_log]
+            p, q = [mpmath.exp(x) for x in log_p], [mpmath.exp(x) for x in log_q]
+            m = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
+            jsd = mpmath.fsum(
+                (a * (la - mpmath.log(c)) + b * (lb - mpmath.log(c))) / 2
+                for a, b, la, lb, c in zip(p, q, log_p, log_q, m, strict=True)
+            )
+            loyalty.append(1 - mpmath.sqrt(jsd))
+            kl.append(mpmath.fsum(a * (la - lb) for a, la, lb in zip(p, log_p, log_q, strict=True)))
+    return [float(x) for x in loyalty], [float(x) for x in kl]
+
+
+# Float32 logits (what models give): far-apart rows, and near-identical rows whose logits differ by
+# a constant shift (the softmax ignores it) plus noise of 1e-3 and 1e-5, where a textbook formula
+# cancels two order-one sums. Bounds: about 10x the largest errors measured against 50-digit
+# arithmetic (loyalty 1.9e-8, 1.4e-8, 3.7e-9; KL relative 2.0e-7, 3.0e-4, and 1.8e-2 = 4.3e-13
+# absolute on a KL of 2.5e-11, below what float32 logits can resolve).
+@pytest.mark.parametrize(
+    ("noise", "shift", "loyalty_atol", "kl_rtol", "kl_atol"),
+    [(1.0, 0.0, 2e-7, 2e-6, 0.0), (1e-3, 5.0, 2e-7, 3e-3, 0.0), (1e-5, -3.0, 5e-8, 0.0, 5e-12)],
+)
+def test_float32_logits_keep_their_precision(noise, shift, loyalty_atol, kl_rtol, kl_atol):
+    rng = np.random.default_rng(7)
+    teacher = (rng.normal(scale=3.0, size=(6, 300))).astype(np.float32)
+    student = (teacher + shift + rng.normal(scale=noise, size=teacher.shape)).astype(np.float32)
+    loyalty, kl = _mpmath_reference(student, teacher)
+    stats = token_statistics(
+        torch.from_numpy(student), torch.from_numpy(teacher), torch.zeros(6, dtype=torch.long)
+    )
+    np.testing.assert_allclose(
+        stats.probability_loyalty.numpy(), loyalty, rtol=0, atol=loyalty_atol
+    )
+    np.testing.assert_allclose(stats.kl.numpy(), kl, rtol=kl_rtol, atol=kl_atol)
