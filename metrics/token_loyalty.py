@@ -19,14 +19,16 @@ the vocabulary: 4 MB per million tokens) and reads them with ``numpy.percentile`
 interpolation between order statistics).
 
 Precision and speed: the elementwise passes run in the logits' own precision (float32 for a model's
-logits, float64 if given float64), since float32 halves the memory traffic of these memory-bound
-passes and doubles their SIMD width (the statistics cost 3.6x less time on SmolLM2's 49k vocabulary,
-benchmarks/RESULTS.md). The formulas keep that precision where textbook ones lose it: ``log p - log
-q`` comes from the logits (never the log of an underflowed probability), KL is ``sum p d`` plus
-``sum (q - p)`` written as ``expm1(-|d|)`` times one probability, and JSD sums per-element terms
-``m f(d) >= 0``; nothing cancels between two sums of order one, so near-identical rows keep their
-relative precision. Measured against 50-digit arithmetic on float32 logits (tests): probability
-loyalty within 2e-8, KL within 3e-4 relative down to KLs of 1e-7.
+logits, float64 if given float64): float32 halves the memory traffic of these memory-bound passes
+and doubles their SIMD width (benchmarks/RESULTS.md has the figures on SmolLM2). The formulas keep
+that precision where textbook ones lose it: ``d = log p - log q`` comes from the logits (never the
+log of an underflowed probability); KL is ``sum (p d - (p + q) tanh(d / 2))``, since
+``q - p = -(p + q) tanh(d / 2)``; JSD is ``sum (p + q) / 2 f`` with
+``f = log1p(|tanh(d/2)|) - |d| (1 - |tanh(d/2)|) / 2 >= 0``. Per element the first orders cancel
+inside one term, never between two sums of order one, so near-identical rows keep their relative
+precision; normalisers are float32 cascade sums taken to float64. Measured on float32 logits
+against 50-digit arithmetic (tests/test_token_loyalty.py): probability loyalty within 2e-8, KL
+within 3e-4 relative down to KLs of 1e-7.
 
 Example:
     >>> import torch
@@ -78,8 +80,8 @@ KL_PERCENTILES: tuple[tuple[str, float], ...] = (
 )
 
 # Elements per temporary: 2**17 (512 KB in float32, two rows of a 49k vocabulary) keeps a chunk's
-# few live temporaries inside a core's L2 cache, where the elementwise passes run fastest (measured
-# on SmolLM2 logits: one or two rows per chunk beat four, eight or the old 2**20-element chunks).
+# few live temporaries near the cache (measured on 49k-vocabulary float32 rows: 2**16 to 2**17
+# elements per chunk about 20% faster than 2**18, and than four or eight rows).
 _CHUNK_ELEMENTS = 1 << 17
 
 

@@ -228,21 +228,26 @@ def _mpmath_reference(student: np.ndarray, teacher: np.ndarray) -> tuple[list, l
 # Float32 logits (what models give): far-apart rows, and near-identical rows whose logits differ by
 # a constant shift (the softmax ignores it) plus noise of 1e-3 and 1e-5, where a textbook formula
 # cancels two order-one sums. Bounds: about 10x the largest errors measured against 50-digit
-# arithmetic (loyalty 1.9e-8, 1.4e-8, 3.7e-9; KL relative 2.0e-7, 3.0e-4, and 1.8e-2 = 4.3e-13
-# absolute on a KL of 2.5e-11, below what float32 logits can resolve).
+# arithmetic (loyalty 2.8e-8, 1.2e-8, 6.2e-9; KL relative 9.2e-8, 5.8e-5, 2.6e-3 = 9e-14 absolute
+# on a KL of 2.4e-11, below what float32 logits resolve). Float64 logits, same formulas: loyalty
+# within 1.2e-16 and KL within 8e-12 relative (the textbook float64 formulas: 1.1e-5 on the last).
 @pytest.mark.parametrize(
-    ("noise", "shift", "loyalty_atol", "kl_rtol", "kl_atol"),
-    [(1.0, 0.0, 2e-7, 2e-6, 0.0), (1e-3, 5.0, 2e-7, 3e-3, 0.0), (1e-5, -3.0, 5e-8, 0.0, 5e-12)],
+    ("noise", "shift", "loyalty_atol", "kl_rtol"),
+    [(1.0, 0.0, 3e-7, 1e-6), (1e-3, 5.0, 1.2e-7, 6e-4), (1e-5, -3.0, 6e-8, 3e-2)],
 )
-def test_float32_logits_keep_their_precision(noise, shift, loyalty_atol, kl_rtol, kl_atol):
+def test_logits_keep_their_precision(noise, shift, loyalty_atol, kl_rtol):
     rng = np.random.default_rng(7)
     teacher = (rng.normal(scale=3.0, size=(6, 300))).astype(np.float32)
     student = (teacher + shift + rng.normal(scale=noise, size=teacher.shape)).astype(np.float32)
     loyalty, kl = _mpmath_reference(student, teacher)
-    stats = token_statistics(
-        torch.from_numpy(student), torch.from_numpy(teacher), torch.zeros(6, dtype=torch.long)
-    )
+    targets = torch.zeros(6, dtype=torch.long)
+    single = token_statistics(torch.from_numpy(student), torch.from_numpy(teacher), targets)
     np.testing.assert_allclose(
-        stats.probability_loyalty.numpy(), loyalty, rtol=0, atol=loyalty_atol
+        single.probability_loyalty.numpy(), loyalty, rtol=0, atol=loyalty_atol
     )
-    np.testing.assert_allclose(stats.kl.numpy(), kl, rtol=kl_rtol, atol=kl_atol)
+    np.testing.assert_allclose(single.kl.numpy(), kl, rtol=kl_rtol)
+    double = token_statistics(
+        torch.from_numpy(student).double(), torch.from_numpy(teacher).double(), targets
+    )
+    np.testing.assert_allclose(double.probability_loyalty.numpy(), loyalty, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(double.kl.numpy(), kl, rtol=1e-10)
