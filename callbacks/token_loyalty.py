@@ -14,8 +14,8 @@ student run in lockstep over the same eval dataloader, the per-token statistics 
 token) are gathered across processes (``accelerator.gather_for_metrics``): memory stays at one batch
 of logits. Scored positions are those whose shifted ``labels`` are not -100, as in the causal-LM
 loss. It works with ``Trainer`` subclasses: it needs only the eval
-dataloader, the model and the accelerator, which every Trainer has (tested with a subclass that
-overrides ``compute_loss`` as TRL's trainers do; TRL itself is not tested).
+dataloader, the model and the accelerator, which every Trainer has (tested with a subclass
+that overrides ``compute_loss`` and inside TRL's ``SFTTrainer``, against scipy).
 
 Example:
     >>> from loyalkit.callbacks.token_loyalty import TokenLoyaltyCallback

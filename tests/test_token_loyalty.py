@@ -199,3 +199,55 @@ def test_bad_inputs_name_the_argument(student, teacher, targets, message):
 def test_empty_accumulator_is_an_error():
     with pytest.raises(ValueError, match="no token was scored"):
         TokenLoyaltyAccumulator().result()
+
+
+def _mpmath_reference(student: np.ndarray, teacher: np.ndarray) -> tuple[list, list]:
+    """Probability loyalty and KL per row with 50 significant digits (mpmath), from the same logits."""
+    import mpmath
+
+    loyalty, kl = [], []
+    with mpmath.workdps(50):
+        for s_row, t_row in zip(student, teacher, strict=True):
+            t_log = [mpmath.mpf(float(x)) for x in t_row]
+            s_log = [mpmath.mpf(float(x)) for x in s_row]
+            t_lse = mpmath.log(mpmath.fsum(map(mpmath.exp, t_log)))
+            s_lse = mpmath.log(mpmath.fsum(map(mpmath.exp, s_log)))
+            log_p = [x - t_lse for x in t_log]
+            log_q = [x - s_lse for x in s_log]
+            p, q = [mpmath.exp(x) for x in log_p], [mpmath.exp(x) for x in log_q]
+            m = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
+            jsd = mpmath.fsum(
+                (a * (la - mpmath.log(c)) + b * (lb - mpmath.log(c))) / 2
+                for a, b, la, lb, c in zip(p, q, log_p, log_q, m, strict=True)
+            )
+            loyalty.append(1 - mpmath.sqrt(jsd))
+            kl.append(mpmath.fsum(a * (la - lb) for a, la, lb in zip(p, log_p, log_q, strict=True)))
+    return [float(x) for x in loyalty], [float(x) for x in kl]
+
+
+# Float32 logits (what models give): far-apart rows, and near-identical rows whose logits differ by
+# a constant shift (the softmax ignores it) plus noise of 1e-3 and 1e-5, where a textbook formula
+# cancels two order-one sums. Bounds: about 10x the largest errors measured against 50-digit
+# arithmetic (loyalty 2.8e-8, 1.2e-8, 6.2e-9; KL relative 9.2e-8, 5.8e-5, 2.6e-3 = 9e-14 absolute
+# on a KL of 2.4e-11, below what float32 logits resolve). Float64 logits, same formulas: loyalty
+# within 1.2e-16 and KL within 8e-12 relative (the textbook float64 formulas: 1.1e-5 on the last).
+@pytest.mark.parametrize(
+    ("noise", "shift", "loyalty_atol", "kl_rtol"),
+    [(1.0, 0.0, 3e-7, 1e-6), (1e-3, 5.0, 1.2e-7, 6e-4), (1e-5, -3.0, 6e-8, 3e-2)],
+)
+def test_logits_keep_their_precision(noise, shift, loyalty_atol, kl_rtol):
+    rng = np.random.default_rng(7)
+    teacher = (rng.normal(scale=3.0, size=(6, 300))).astype(np.float32)
+    student = (teacher + shift + rng.normal(scale=noise, size=teacher.shape)).astype(np.float32)
+    loyalty, kl = _mpmath_reference(student, teacher)
+    targets = torch.zeros(6, dtype=torch.long)
+    single = token_statistics(torch.from_numpy(student), torch.from_numpy(teacher), targets)
+    np.testing.assert_allclose(
+        single.probability_loyalty.numpy(), loyalty, rtol=0, atol=loyalty_atol
+    )
+    np.testing.assert_allclose(single.kl.numpy(), kl, rtol=kl_rtol)
+    double = token_statistics(
+        torch.from_numpy(student).double(), torch.from_numpy(teacher).double(), targets
+    )
+    np.testing.assert_allclose(double.probability_loyalty.numpy(), loyalty, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(double.kl.numpy(), kl, rtol=1e-10)
