@@ -107,7 +107,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="WordNet's lexnames table, needed by NLTK and missing from Debian's package "
-        "(e.g. ../shared/data/wordnet/lexnames)",
+        "(the lexnames(5WN) table of Debian's wordnet-base man page, or NLTK's wordnet download)",
     )
     prepare.add_argument(
         "--online",

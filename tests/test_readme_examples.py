@@ -3,9 +3,12 @@
 Each ```python block runs in a fresh interpreter in an empty folder (so it can only use names it
 defines). When a ```text block follows it, that is what it must print last: exactly, or, where the block
 is preceded by ``<!-- readme-test: tolerance=X -->``, with every number within X of the README's
-(values that depend on training and thread count) and all other text equal. Blocks that need
-TextAttack are marked ``attack`` (they run in the compat environment); blocks that fine-tune a model
-are marked ``real_model``.
+(values that depend on training and thread count) and all other text equal. The attack examples run
+as users run them: in this environment, through the isolated worker of ``loyalkit attack setup``
+(``$LOYALKIT_ATTACK_ENV`` or its default), after the README's ``loyalkit attack prepare-data`` in a
+private home. Only a block preceded by ``<!-- readme-test: attack -->`` is marked ``attack`` (it then
+runs in the compat environment that imports TextAttack in-process); blocks that fine-tune a model are
+marked ``real_model``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from loyalkit.robustness.attack_env import ENV_VARIABLE, default_location
+
 README = Path(__file__).resolve().parents[1] / "README.md"
+LEXNAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "wordnet" / "lexnames"
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _MARK = re.compile(r"<!--\s*readme-test:\s*(.*?)\s*-->")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
@@ -115,50 +121,65 @@ def test_the_extractor_on_a_made_up_readme() -> None:
 EXAMPLES = readme_examples(README.read_text(encoding="utf-8"))
 
 
-#: Blocks not yet rewritten to run on their own (issue 11, finding 9, unfinished): they must still
-#: fail (strict), so each one fixed has to leave this list.
-PENDING = {
-    "attack-any-model",
-    "at-every-evaluation-of-a-training-run",
-    "adversarial-loyalty-beyond-the-paper",
-    "offline-resources-and-recipes",
-}
+#: Blocks not yet rewritten to run on their own: they must still fail (strict), so each one fixed
+#: has to leave this list.
+PENDING: set[str] = set()
 
 
 def _marks(example: Example) -> list[pytest.MarkDecorator]:
     marks = []
     if example.id in PENDING:
         marks.append(pytest.mark.xfail(strict=True, reason="README block not self-contained yet"))
-    if (
-        "attack" in example.options
-        or "loyalkit.robustness" in example.code
-        or ("AttackCallback" in example.code)
-    ):
+    # Explicit only: mentioning loyalkit.robustness or AttackCallback is not enough, since those
+    # examples run here through the isolated worker, as users run them.
+    if "attack" in example.options:
         marks.append(pytest.mark.attack)
     if "real_model" in example.options:
         marks.append(pytest.mark.real_model)
     return marks
 
 
+def test_attack_mark_is_explicit_only() -> None:
+    text = (
+        "# A\n```python\nfrom loyalkit.robustness import attack_model\n```\n"
+        "# B\n<!-- readme-test: attack -->\n```python\nprint(1)\n```\n"
+    )
+    first, second = readme_examples(text)
+    assert [m.name for m in _marks(first)] == []
+    assert [m.name for m in _marks(second)] == ["attack"]
+
+
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private Hugging Face home with the metric modules installed, as the README says
-    (`loyalkit metrics install`, HF_EVALUATE_OFFLINE=1)."""
-    folder = tmp_path_factory.mktemp("hf-home")
-    env = {**os.environ, "HF_HOME": str(folder), "HF_EVALUATE_OFFLINE": "1"}
-    subprocess.run(
-        [sys.executable, "-m", "loyalkit", "metrics", "install"], env=env, check=True,
-        capture_output=True, timeout=300,
-    )  # fmt: skip
-    return folder
+def home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The README's setup steps in private folders: a Hugging Face home with the metric modules
+    installed (`loyalkit metrics install`, HF_EVALUATE_OFFLINE=1) and a user home where
+    `loyalkit attack prepare-data` wrote the attack data (WordNet's lexnames from ../shared, as the
+    README says to get it). The isolated attack environment is the one already built."""
+    hf_home = tmp_path_factory.mktemp("hf-home")
+    user_home = tmp_path_factory.mktemp("user-home")
+    env = {
+        **os.environ,
+        "HF_HOME": str(hf_home),
+        "HF_EVALUATE_OFFLINE": "1",
+        "HOME": str(user_home),
+        ENV_VARIABLE: str(default_location()),  # resolved before HOME changes
+    }
+    env.pop("XDG_CACHE_HOME", None)
+    loyalkit = [sys.executable, "-m", "loyalkit"]
+    for command in (
+        ["metrics", "install"],
+        ["attack", "prepare-data", "--lexnames", str(LEXNAMES)],
+    ):
+        subprocess.run(loyalkit + command, env=env, check=True, capture_output=True, timeout=300)
+    return env
 
 
 @pytest.mark.parametrize("example", [pytest.param(e, id=e.id, marks=_marks(e)) for e in EXAMPLES])
-def test_readme_python_block_runs_as_printed(example: Example, home: Path, tmp_path: Path) -> None:
+def test_readme_python_block_runs_as_printed(
+    example: Example, home: dict[str, str], tmp_path: Path
+) -> None:
     env = {
-        **os.environ,
-        "HF_HOME": str(home),
-        "HF_EVALUATE_OFFLINE": "1",
+        **home,
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
