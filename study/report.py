@@ -292,6 +292,20 @@ def _context_line(results: Mapping[str, Any]) -> str:
     parts = [f"Task: {task.get('name', MISSING)}"]
     if task.get("validation_size") is not None:
         parts.append(f"validation size: {task['validation_size']}")
+    config = results.get("config")
+    attack_config = config.get("attack") if isinstance(config, Mapping) else None
+    if isinstance(attack_config, Mapping) and attack_config.get("enabled") is False:
+        # The preset's recipe and size stay in the config, but nothing was attacked.
+        parts.append("no attack")
+    else:
+        parts.extend(_attack_parts(results, teacher))
+    seeds = sorted({run["seed"] for run in runs if run.get("seed") is not None})
+    parts.append("seeds: " + (", ".join(map(str, seeds)) if seeds else MISSING))
+    return "; ".join(parts) + "."
+
+
+def _attack_parts(results: Mapping[str, Any], teacher: Mapping[str, Any]) -> list[str]:
+    parts = []
     attack = teacher.get("attack") if isinstance(teacher.get("attack"), Mapping) else None
     attack_config = (results.get("config") or {}).get("attack")
     if isinstance(attack_config, Mapping) and attack_config.get("enabled") is False:
@@ -305,6 +319,4 @@ def _context_line(results: Mapping[str, Any]) -> str:
     parts.append(f"attacked examples: {attacked if attacked is not None else MISSING}")
     recipe = _find_key(results.get("config"), "recipe")
     parts.append(f"attack recipe: {recipe if recipe is not None else MISSING}")
-    seeds = sorted({run["seed"] for run in runs if run.get("seed") is not None})
-    parts.append("seeds: " + (", ".join(map(str, seeds)) if seeds else MISSING))
-    return "; ".join(parts) + "."
+    return parts

@@ -226,6 +226,14 @@ def test_markdown_holds_context_table_and_failed_runs():
     assert lines.index("Failed runs:") > start + len(EXPECTED_ROWS)
 
 
+def test_context_line_says_no_attack_when_the_attack_was_off():
+    results = copy.deepcopy(RESULTS)
+    results["config"] = {"attack": {"enabled": False, "recipe": "deepwordbug", "num_examples": 80}}
+    results["teacher"]["attack"] = None
+    lines = results_markdown(results).splitlines()
+    assert "Task: sst2; validation size: 872; no attack; seeds: 0, 1, 2." in lines
+
+
 def test_missing_values_and_a_method_whose_every_seed_failed():
     results = copy.deepcopy(RESULTS)
     results["teacher"]["attack"] = None
