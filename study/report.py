@@ -305,14 +305,8 @@ def _context_line(results: Mapping[str, Any]) -> str:
 
 
 def _attack_parts(results: Mapping[str, Any], teacher: Mapping[str, Any]) -> list[str]:
-    parts = []
+    parts: list[str] = []
     attack = teacher.get("attack") if isinstance(teacher.get("attack"), Mapping) else None
-    attack_config = (results.get("config") or {}).get("attack")
-    if isinstance(attack_config, Mapping) and attack_config.get("enabled") is False:
-        parts.append("no attack (attack.enabled: false or --no-attack)")
-        seeds = sorted({run["seed"] for run in runs if run.get("seed") is not None})
-        parts.append("seeds: " + (", ".join(map(str, seeds)) if seeds else MISSING))
-        return "; ".join(parts) + "."
     attacked = (attack or {}).get("num_attacked")
     if attacked is None:
         attacked = _find_key(results.get("config"), "num_examples")
