@@ -5,9 +5,13 @@ The corpus is one stream of token ids cut into windows of ``window`` tokens that
 positions, every later one only the tokens no earlier window scored, each with at least
 ``window - stride`` tokens of context. ``stride == window`` gives disjoint chunks, whose first
 tokens (no context) are not scored. Windows of equal
-length go through both models ``batch_size`` at a time; the statistics of each batch are added to a
-:class:`~loyalkit.metrics.token_loyalty.TokenLoyaltyAccumulator` and the logits dropped, so memory is
-bounded by ``batch_size x window x vocabulary`` and never holds the corpus's distributions.
+length go through both models ``batch_size`` at a time. Of each pass only the input of the output
+layer at the scored positions is kept (``batch_size x window x hidden size``); both models' logits
+are then made from it a chunk of rows at a time (2^22 elements, 85 rows on a 49k vocabulary), and
+each chunk's statistics are added to a
+:class:`~loyalkit.metrics.token_loyalty.TokenLoyaltyAccumulator` and the logits dropped. So a
+window's full logits never exist, and memory never holds the corpus's distributions (a model whose
+logits are more than its output layer's output falls back to ``batch_size x window x vocabulary``).
 
 The optional teacher cache (:class:`TeacherCache`) stores the teacher's top-k log-probabilities
 once (safetensors, no pickle), so that many students are compared without running the teacher
