@@ -2,8 +2,9 @@
 
 Naive: run both models over the windows, keep both full log-softmax arrays for the corpus
 (float32, tokens x vocabulary each), then per position ``scipy.spatial.distance.jensenshannon`` and
-``scipy.special.rel_entr``. Streaming: :func:`loyalkit.metrics.lm_compare` pieces, statistics per
-batch, logits dropped. Each runs in its own process; the peak memory is the kernel's high-water
+``scipy.special.rel_entr``. Streaming: :func:`loyalkit.metrics.lm_compare` pieces (what
+``batch_statistics`` does): each model's hidden states at the scored positions, then a chunk of rows
+at a time both models' logits from their output layers and the statistics. Each runs in its own process; the peak memory is the kernel's high-water
 mark of resident memory (``VmHWM``, reset through ``/proc/self/clear_refs`` once both models are
 loaded and glibc's free memory is trimmed), so it counts what the comparison itself needs beyond
 the two models. Teacher:
@@ -61,7 +62,13 @@ def measure(mode: str, max_tokens: int, window: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from loyalkit.causal_lm_loading import StudentCompression, student_from_teacher
-    from loyalkit.metrics.lm_compare import WindowConfig, scored_logits, window_batches
+    from loyalkit.metrics.lm_compare import (
+        WindowConfig,
+        row_chunks,
+        scored_logits,
+        scored_output,
+        window_batches,
+    )
     from loyalkit.metrics.token_loyalty import TokenLoyaltyAccumulator, token_statistics
 
     torch.set_num_threads(1)
@@ -84,14 +91,22 @@ def measure(mode: str, max_tokens: int, window: int) -> dict:
     with torch.inference_mode():
         if mode == "streaming":
             accumulator = TokenLoyaltyAccumulator()
+            # The pieces of `compare_causal_lms` (via `batch_statistics`), timed apart: the
+            # forward passes and each chunk's output layer count as forward, the rest statistics.
             for batch in batches:
                 start = time.perf_counter()
-                t = scored_logits(teacher, batch)
-                s = scored_logits(student, batch)
-                middle = time.perf_counter()
-                accumulator.update(token_statistics(s, t, batch.targets))
-                forward_s += middle - start
-                stats_s += time.perf_counter() - middle
+                teacher_out = scored_output(teacher, batch)
+                student_out = scored_output(student, batch)
+                forward_s += time.perf_counter() - start
+                for first, stop in row_chunks(teacher_out, student_out):
+                    start = time.perf_counter()
+                    t = teacher_out.logits(first, stop)
+                    s = student_out.logits(first, stop)
+                    middle = time.perf_counter()
+                    accumulator.update(token_statistics(s, t, batch.targets[first:stop]))
+                    forward_s += middle - start
+                    stats_s += time.perf_counter() - middle
+                del teacher_out, student_out, t, s
             result = accumulator.result()
             summary = {
                 "label_loyalty": result["label_loyalty"],

@@ -5,9 +5,13 @@ The corpus is one stream of token ids cut into windows of ``window`` tokens that
 positions, every later one only the tokens no earlier window scored, each with at least
 ``window - stride`` tokens of context. ``stride == window`` gives disjoint chunks, whose first
 tokens (no context) are not scored. Windows of equal
-length go through both models ``batch_size`` at a time; the statistics of each batch are added to a
-:class:`~loyalkit.metrics.token_loyalty.TokenLoyaltyAccumulator` and the logits dropped, so memory is
-bounded by ``batch_size x window x vocabulary`` and never holds the corpus's distributions.
+length go through both models ``batch_size`` at a time. Of each pass only the input of the output
+layer at the scored positions is kept (``batch_size x window x hidden size``); both models' logits
+are then made from it a chunk of rows at a time (2^22 elements, 85 rows on a 49k vocabulary), and
+each chunk's statistics are added to a
+:class:`~loyalkit.metrics.token_loyalty.TokenLoyaltyAccumulator` and the logits dropped. So a
+window's full logits never exist, and memory never holds the corpus's distributions (a model whose
+logits are more than its output layer's output falls back to ``batch_size x window x vocabulary``).
 
 The optional teacher cache (:class:`TeacherCache`) stores the teacher's top-k log-probabilities
 once (safetensors, no pickle), so that many students are compared without running the teacher
@@ -43,22 +47,28 @@ from torch import nn
 
 from loyalkit.metrics.token_loyalty import (
     TokenLoyaltyAccumulator,
+    TokenStatistics,
     token_statistics,
     topk_token_statistics,
 )
 
 __all__ = [
+    "ScoredOutput",
     "TeacherCache",
     "WindowBatch",
     "WindowConfig",
+    "batch_statistics",
     "build_teacher_cache",
     "compare_causal_lms",
     "compare_with_teacher_cache",
+    "row_chunks",
     "scored_logits",
+    "scored_output",
     "window_batches",
 ]
 
 _CACHE_FORMAT = "loyalkit-teacher-topk-1"
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -187,22 +197,142 @@ def _check_model(model: Any, name: str) -> nn.Module:
     return model
 
 
-def scored_logits(model: nn.Module, batch: WindowBatch) -> torch.Tensor:
-    """The model's logits at the batch's scored positions, (scored tokens, vocabulary)."""
-    device = _device(model)
+def _forward_kwargs(model: nn.Module, batch: WindowBatch) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
-    keep = batch.logits_to_keep
     # Causal LMs in transformers 5 compute the head only for the last `logits_to_keep` positions:
     # with stride = window / 2 that halves the largest tensor of the pass.
     parameters = inspect.signature(model.forward).parameters
     if "logits_to_keep" in parameters:
-        kwargs["logits_to_keep"] = keep
+        kwargs["logits_to_keep"] = batch.logits_to_keep
     if "use_cache" in parameters:
         kwargs["use_cache"] = False  # windows are independent: a KV cache is memory for nothing
-    outputs = model(input_ids=batch.input_ids.to(device), **kwargs)
-    logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
+    return kwargs
+
+
+def _logits_of(outputs: Any) -> torch.Tensor:
+    return outputs.logits if hasattr(outputs, "logits") else outputs[0]
+
+
+def scored_logits(model: nn.Module, batch: WindowBatch) -> torch.Tensor:
+    """The model's logits at the batch's scored positions, (scored tokens, vocabulary)."""
+    device = _device(model)
+    logits = _logits_of(
+        model(input_ids=batch.input_ids.to(device), **_forward_kwargs(model, batch))
+    )
     offset = batch.input_ids.shape[1] - logits.shape[1]
     return logits[batch.rows.to(device), (batch.positions - offset).to(device)]
+
+
+@dataclass(frozen=True)
+class ScoredOutput:
+    """One model's output at a batch's scored positions, whose logits are made on demand.
+
+    Either ``hidden`` (scored tokens, hidden size), the input of the model's output layer ``head``,
+    so that :meth:`logits` computes a few rows' logits at a time and a window's full
+    (tokens x vocabulary) logits never exist; or, for a model whose head could not be split off,
+    ``full`` (scored tokens, vocabulary).
+    """
+
+    hidden: torch.Tensor | None
+    head: nn.Module | None
+    full: torch.Tensor | None
+
+    def __len__(self) -> int:
+        tensor = self.hidden if self.hidden is not None else self.full
+        assert tensor is not None
+        return int(tensor.shape[0])
+
+    @property
+    def vocabulary(self) -> int:
+        """Columns of :meth:`logits`."""
+        if self.full is not None:
+            return int(self.full.shape[1])
+        assert self.head is not None
+        weight = getattr(self.head, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.ndim == 2:
+            return int(weight.shape[0])
+        return int(self.logits(0, 1).shape[-1])
+
+    def logits(self, start: int, stop: int) -> torch.Tensor:
+        """Logits of scored tokens ``start:stop``, (stop - start, vocabulary)."""
+        if self.full is not None:
+            return self.full[start:stop]
+        assert self.hidden is not None and self.head is not None
+        return self.head(self.hidden[start:stop])
+
+
+def scored_output(model: nn.Module, batch: WindowBatch) -> ScoredOutput:
+    """Run ``model`` over the batch and keep the input of its output layer at the scored positions.
+
+    The output layer (``get_output_embeddings()``) is run by the model on one position per row
+    only; those logits are checked against the layer applied to the kept input, so a model that
+    post-processes its logits (soft-capping, scaling) is caught and falls back to
+    :func:`scored_logits`. Memory: the hidden states (tokens x hidden size) instead of the logits
+    (tokens x vocabulary), 85x less on SmolLM2.
+    """
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if not isinstance(head, nn.Module):
+        return ScoredOutput(None, None, scored_logits(model, batch))
+    captured: list[torch.Tensor] = []
+
+    def keep_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if len(args) != 1 or not isinstance(args[0], torch.Tensor) or args[0].ndim != 3:
+            return None  # an unexpected call: let the layer run as the model asked
+        captured.append(args[0])
+        return (args[0][:, -1:],)
+
+    device = _device(model)
+    handle = head.register_forward_pre_hook(keep_input)
+    try:
+        outputs = model(input_ids=batch.input_ids.to(device), **_forward_kwargs(model, batch))
+    finally:
+        handle.remove()
+    logits = _logits_of(outputs)
+    del outputs
+    rows = batch.rows.to(device)
+    if not captured:  # the head was not called as expected: the model's logits are complete
+        offset = batch.input_ids.shape[1] - logits.shape[1]
+        return ScoredOutput(None, None, logits[rows, (batch.positions - offset).to(device)])
+    hidden = captured[0]
+    if len(captured) == 1 and logits.shape[1] == 1 and torch.equal(head(hidden[:, -1:]), logits):
+        offset = batch.input_ids.shape[1] - hidden.shape[1]
+        return ScoredOutput(hidden[rows, (batch.positions - offset).to(device)], head, None)
+    # The model changes its head's output (soft-capping, scaling): take its own logits instead.
+    return ScoredOutput(None, None, scored_logits(model, batch))
+
+
+def _rows_per_chunk(vocabulary: int) -> int:
+    # 2^22 elements (16 MB of float32 logits per model) keep the head's matrix product efficient
+    # while holding two chunks is 30x less than one window's logits on a 49k vocabulary.
+    return max(1, _CHUNK_ELEMENTS // max(vocabulary, 1))
+
+
+def row_chunks(teacher: ScoredOutput, student: ScoredOutput) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` row ranges of the scored tokens, sized to bound the logits' memory."""
+    if len(student) != len(teacher):
+        raise ValueError(
+            f"the teacher scored {len(teacher)} tokens and the student {len(student)}: same batch?"
+        )
+    rows = _rows_per_chunk(max(teacher.vocabulary, student.vocabulary))
+    for start in range(0, len(teacher), rows):
+        yield start, min(start + rows, len(teacher))
+
+
+def batch_statistics(
+    teacher: nn.Module, student: nn.Module, batch: WindowBatch
+) -> Iterator[TokenStatistics]:
+    """The per-token statistics of one batch, a chunk of scored positions at a time.
+
+    Only the two models' hidden states and one chunk of each model's logits are alive at once.
+    """
+    teacher_out = scored_output(teacher, batch)
+    student_out = scored_output(student, batch)
+    targets = batch.targets
+    for start, stop in row_chunks(teacher_out, student_out):
+        t = teacher_out.logits(start, stop)
+        s = student_out.logits(start, stop).to(t.device)
+        yield token_statistics(s, t, targets[start:stop])
 
 
 def _progress(total: int, enabled: bool, description: str) -> Any:
@@ -234,9 +364,8 @@ def compare_causal_lms(
     accumulator = TokenLoyaltyAccumulator()
     with _progress(_scored_count(token_ids, config), progress, "teacher+student") as bar:
         for batch in window_batches(token_ids, config):
-            teacher_logits = scored_logits(teacher.eval(), batch)
-            student_logits = scored_logits(student.eval(), batch).to(teacher_logits.device)
-            accumulator.update(token_statistics(student_logits, teacher_logits, batch.targets))
+            for stats in batch_statistics(teacher.eval(), student.eval(), batch):
+                accumulator.update(stats)
             bar.update(int(batch.targets.numel()))
     return accumulator.result()
 

@@ -9,14 +9,17 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 from scipy.special import log_softmax, rel_entr, softmax
-from tiny_causal_lm import perturbed, tiny_llama, token_stream
+from tiny_causal_lm import VOCAB, perturbed, tiny_llama, token_stream
 
+from loyalkit.metrics import lm_compare
 from loyalkit.metrics.lm_compare import (
     TeacherCache,
     WindowConfig,
     build_teacher_cache,
     compare_causal_lms,
     compare_with_teacher_cache,
+    row_chunks,
+    scored_output,
     window_batches,
 )
 
@@ -92,6 +95,67 @@ def test_lockstep_report_matches_the_naive_computation(window, stride, batch_siz
         math.sqrt((expected["delta_p"] ** 2).mean()), rel=1e-4
     )
     assert result["ppl_ratio"] == pytest.approx(expected["ppl_ratio"], rel=1e-5)
+
+
+def test_lockstep_report_in_small_row_chunks_matches_the_naive_computation(monkeypatch):
+    # Three rows per chunk: every batch's scored positions are split across several chunks.
+    monkeypatch.setattr(lm_compare, "_CHUNK_ELEMENTS", 3 * VOCAB)
+    teacher = tiny_llama()
+    student = perturbed(teacher)
+    stream = token_stream(61)
+    result = compare_causal_lms(teacher, student, stream, WindowConfig(16, 8, batch_size=3))
+    expected = _naive_report(teacher, student, stream, 16, 8)
+    assert result["num_tokens"] == 60
+    assert result["label_loyalty"] == pytest.approx(expected["label_loyalty"])
+    assert result["probability_loyalty"] == pytest.approx(expected["probability_loyalty"], rel=1e-5)
+    assert result["kl_divergence"]["mean"] == pytest.approx(expected["kl"].mean(), rel=1e-4)
+    assert result["ppl_ratio"] == pytest.approx(expected["ppl_ratio"], rel=1e-5)
+
+
+def _model_logits_at(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids).logits
+    return logits[batch.rows, batch.positions]
+
+
+def test_scored_output_keeps_hidden_states_and_makes_the_models_logits_by_rows(monkeypatch):
+    monkeypatch.setattr(lm_compare, "_CHUNK_ELEMENTS", 4 * VOCAB)
+    model = tiny_llama()
+    batch = next(window_batches(token_stream(40), WindowConfig(16, 8, batch_size=2)))
+    with torch.no_grad():
+        output = scored_output(model, batch)
+        assert output.full is None and output.hidden is not None  # no (tokens x vocab) tensor
+        assert output.hidden.shape == (len(batch.targets), model.config.hidden_size)
+        chunks = list(row_chunks(output, output))
+        assert chunks[0] == (0, 4) and chunks[-1][1] == len(batch.targets)
+        logits = torch.cat([output.logits(start, stop) for start, stop in chunks])
+    torch.testing.assert_close(logits, _model_logits_at(model, batch), rtol=1e-5, atol=1e-6)
+
+
+class _HalvedLogits(torch.nn.Module):
+    """A causal LM that post-processes its head's output, as soft-capping models do."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def get_output_embeddings(self):
+        return self.model.get_output_embeddings()
+
+    def forward(self, input_ids, logits_to_keep=0, use_cache=None):
+        outputs = self.model(input_ids=input_ids, logits_to_keep=logits_to_keep)
+        return (outputs.logits * 0.5,)
+
+
+def test_scored_output_falls_back_to_the_logits_of_a_model_that_changes_them():
+    model = tiny_llama()
+    batch = next(window_batches(token_stream(40), WindowConfig(16, 8, batch_size=2)))
+    with torch.no_grad():
+        output = scored_output(_HalvedLogits(model), batch)
+    assert output.full is not None and output.hidden is None
+    torch.testing.assert_close(
+        output.logits(0, len(batch.targets)), 0.5 * _model_logits_at(model, batch)
+    )
 
 
 def test_max_tokens_cuts_the_stream():
