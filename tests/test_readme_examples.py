@@ -121,15 +121,8 @@ def test_the_extractor_on_a_made_up_readme() -> None:
 EXAMPLES = readme_examples(README.read_text(encoding="utf-8"))
 
 
-#: Blocks not yet rewritten to run on their own: they must still fail (strict), so each one fixed
-#: has to leave this list.
-PENDING: set[str] = set()
-
-
 def _marks(example: Example) -> list[pytest.MarkDecorator]:
     marks = []
-    if example.id in PENDING:
-        marks.append(pytest.mark.xfail(strict=True, reason="README block not self-contained yet"))
     # Explicit only: mentioning loyalkit.robustness or AttackCallback is not enough, since those
     # examples run here through the isolated worker, as users run them.
     if "attack" in example.options:

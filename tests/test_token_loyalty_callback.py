@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from scipy.spatial.distance import jensenshannon
-from scipy.special import log_softmax, rel_entr, softmax
-from tiny_causal_lm import perturbed, tiny_llama, token_stream
+from tiny_causal_lm import perturbed, scipy_token_report, tiny_llama, token_stream
 from transformers import Trainer, TrainingArguments
 
 from loyalkit.callbacks import LoyaltyCallback, TokenLoyaltyCallback
@@ -69,20 +65,7 @@ def _scipy_report(teacher, student, dataset) -> dict:
         t = teacher(input_ids=ids).logits[:, :-1][labels != -100].double().numpy()
         s = student(input_ids=ids).logits[:, :-1][labels != -100].double().numpy()
     targets = labels[labels != -100].numpy()
-    p, q = softmax(t, axis=1), softmax(s, axis=1)
-    rows = np.arange(len(targets))
-    kl = rel_entr(p, q).sum(axis=1)
-    return {
-        "label_loyalty": (t.argmax(1) == s.argmax(1)).mean(),
-        "probability_loyalty": (1 - jensenshannon(p, q, axis=1)).mean(),
-        "kl_divergence": kl.mean(),
-        "kl_divergence_p99": np.percentile(kl, 99),
-        "delta_p_rms": math.sqrt(((q[rows, targets] - p[rows, targets]) ** 2).mean()),
-        "ppl_ratio": math.exp(
-            log_softmax(t, axis=1)[rows, targets].mean()
-            - log_softmax(s, axis=1)[rows, targets].mean()
-        ),
-    }
+    return scipy_token_report(t, s, targets)
 
 
 @pytest.mark.parametrize("trainer_class", [Trainer, SubclassedTrainer])

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 import trl
 from datasets import Dataset
-from scipy.spatial.distance import jensenshannon
-from scipy.special import log_softmax, rel_entr, softmax
-from tiny_causal_lm import TEXTS, byte_level_tokenizer, perturbed, tiny_llama
+from tiny_causal_lm import TEXTS, byte_level_tokenizer, perturbed, scipy_token_report, tiny_llama
 from transformers import Trainer
 
 from loyalkit.callbacks import TokenLoyaltyCallback
@@ -35,20 +31,7 @@ def _scipy_report(teacher, student, dataloader) -> dict:
             s_rows.append(student(**inputs).logits[:, :-1][scored].double().numpy())
             target_rows.append(labels[scored].numpy())
     t, s, targets = np.concatenate(t_rows), np.concatenate(s_rows), np.concatenate(target_rows)
-    p, q = softmax(t, axis=1), softmax(s, axis=1)
-    rows = np.arange(len(targets))
-    kl = rel_entr(p, q).sum(axis=1)
-    return {
-        "label_loyalty": (t.argmax(1) == s.argmax(1)).mean(),
-        "probability_loyalty": (1 - jensenshannon(p, q, axis=1)).mean(),
-        "kl_divergence": kl.mean(),
-        "kl_divergence_p99": np.percentile(kl, 99),
-        "delta_p_rms": math.sqrt(((q[rows, targets] - p[rows, targets]) ** 2).mean()),
-        "ppl_ratio": math.exp(
-            log_softmax(t, axis=1)[rows, targets].mean()
-            - log_softmax(s, axis=1)[rows, targets].mean()
-        ),
-    }
+    return scipy_token_report(t, s, targets)
 
 
 def test_sft_trainer_reports_token_loyalty(tmp_path):

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy.spatial.distance import jensenshannon
+from scipy.special import log_softmax, rel_entr, softmax
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 VOCAB = 120
@@ -90,3 +94,22 @@ def save_tiny_lm_pair(folder: Path, texts: list[str] = TEXTS) -> tuple[Path, Pat
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
     return paths
+
+
+def scipy_token_report(t: np.ndarray, s: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """The token-level report computed independently with scipy from the teacher's (``t``) and the
+    student's (``s``) float64 logits at the scored positions and the reference next tokens."""
+    p, q = softmax(t, axis=1), softmax(s, axis=1)
+    rows = np.arange(len(targets))
+    kl = rel_entr(p, q).sum(axis=1)
+    return {
+        "label_loyalty": float((t.argmax(1) == s.argmax(1)).mean()),
+        "probability_loyalty": float((1 - jensenshannon(p, q, axis=1)).mean()),
+        "kl_divergence": float(kl.mean()),
+        "kl_divergence_p99": float(np.percentile(kl, 99)),
+        "delta_p_rms": math.sqrt(((q[rows, targets] - p[rows, targets]) ** 2).mean()),
+        "ppl_ratio": math.exp(
+            log_softmax(t, axis=1)[rows, targets].mean()
+            - log_softmax(s, axis=1)[rows, targets].mean()
+        ),
+    }
