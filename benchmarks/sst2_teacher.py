@@ -4,7 +4,7 @@ The study can fine-tune its teacher itself (``teacher.fine_tune``); for the SST-
 trained once here, on more data than the study's default, and handed to every seed of the study as
 an already fine-tuned classifier, as a user with their own teacher would.
 
-    .venv-compat/bin/python benchmarks/sst2_teacher.py --data ../shared/data/sst2 \
+    .venv/bin/python benchmarks/sst2_teacher.py --data ../shared/data/sst2 \
         --output /tmp/sst2-teacher --train-examples 6000 --epochs 2 --threads 2
 """
 
@@ -72,7 +72,7 @@ def main() -> None:
         per_device_train_batch_size=32,
         per_device_eval_batch_size=64,
         learning_rate=5e-5,
-        warmup_ratio=0.06,
+        warmup_steps=0.06,  # a float below 1 is a ratio of the training steps (transformers 5)
         weight_decay=0.01,
         save_strategy="no",
         eval_strategy="no",
