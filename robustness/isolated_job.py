@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loyalkit.robustness.attack_runner import AttackConfig
-from loyalkit.robustness.textattack_setup import OfflineResources
+from loyalkit.robustness.textattack_setup import SENTENCE_ENCODERS, OfflineResources
 
 __all__ = ["config_from_message", "config_to_message"]
 
@@ -44,7 +44,12 @@ def config_from_message(message: dict[str, Any]) -> AttackConfig:
     settings = dict(message)
     resources = settings.pop("resources", None)
     if resources is not None:
-        resources = OfflineResources(
-            **{k: Path(v) if v is not None else None for k, v in resources.items()}
-        )
+        resources = OfflineResources(**{k: _resource_value(k, v) for k, v in resources.items()})
     return AttackConfig(**settings, resources=resources)
+
+
+def _resource_value(name: str, value: str | None) -> str | Path | None:
+    # A sentence encoder may be named ("use", "minilm") rather than a folder.
+    if value is None or (name == "sentence_encoder" and value in SENTENCE_ENCODERS):
+        return value
+    return Path(value)

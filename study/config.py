@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from loyalkit.robustness.textattack_setup import DEFAULT_SENTENCE_ENCODER, SENTENCE_ENCODERS
 from loyalkit.study.task_data import TaskConfig
 
 __all__ = [
@@ -383,8 +384,8 @@ class AttackSettings:
     ``seed`` draws the attacked validation rows: the same rows for every model. The paths are
     ``loyalkit.robustness.OfflineResources``: ``synonyms`` (TextFooler-offline's synonym sets, e.g.
     the counter-fitted neighbour JSON), ``nltk_data`` (a folder from ``loyalkit attack
-    prepare-data``; PWWS and TextFooler-offline need its WordNet), ``sentence_encoder`` (a local
-    encoder folder; default MiniLM). Left ``null``, the defaults of ``loyalkit attack prepare-data``
+    prepare-data``; PWWS and TextFooler-offline need its WordNet), ``sentence_encoder``
+    (TextFooler-offline's: ``use``, the default, ``minilm``, or a local encoder folder). Left ``null``, the defaults of ``loyalkit attack prepare-data``
     are used when prepared, else a stop-word list is written into the output folder (DeepWordBug).
     """
 
@@ -397,12 +398,12 @@ class AttackSettings:
     seed: int = 0
     synonyms: Path | None = None
     nltk_data: Path | None = None
-    sentence_encoder: Path | None = None
+    sentence_encoder: str | Path = DEFAULT_SENTENCE_ENCODER
 
     def __post_init__(self) -> None:
         for name in ("synonyms", "nltk_data", "sentence_encoder"):
             value = getattr(self, name)
-            if isinstance(value, str):
+            if isinstance(value, str) and value not in SENTENCE_ENCODERS:
                 object.__setattr__(self, name, Path(value))
 
     def check(self, path: str = "attack") -> None:
@@ -416,9 +417,14 @@ class AttackSettings:
             _check_number(f"{path}.time_budget_s", self.time_budget_s, 0, open_low=True)
         _check_int(f"{path}.batch_size", self.batch_size, 1)
         _check_seed(f"{path}.seed", self.seed)
+        if self.sentence_encoder is None:
+            raise _fail(
+                f"{path}.sentence_encoder",
+                f"expected one of {list(SENTENCE_ENCODERS)} or a local encoder folder, got null",
+            )
         for name in ("synonyms", "nltk_data", "sentence_encoder"):
             value = getattr(self, name)
-            if value is not None and not Path(value).exists():
+            if value is not None and value not in SENTENCE_ENCODERS and not Path(value).exists():
                 raise _fail(f"{path}.{name}", f"{str(value)!r} does not exist")
 
 
@@ -739,7 +745,12 @@ def _yaml_loader() -> Any:
 
 
 def _absolute(value: Any, folder: Path) -> Any:
-    if isinstance(value, str) and value and not Path(value).is_absolute():
+    if (
+        isinstance(value, str)
+        and value
+        and value not in SENTENCE_ENCODERS
+        and not Path(value).is_absolute()
+    ):
         return str((folder / value).resolve())
     return value
 

