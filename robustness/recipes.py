@@ -351,7 +351,8 @@ def build_attack(
     other options go to the recipe's ``build``.
 
     Raises:
-        ImportError: TextAttack is missing (the message names ``pip install "loyalkit[attack]"``).
+        ImportError: TextAttack cannot be imported in this process (the message names
+            ``loyalkit attack setup``, whose environment runs it).
         MissingResourceError: a resource the recipe needs is absent; the message names it and how
             to provide it.
         ValueError: unknown recipe or option.

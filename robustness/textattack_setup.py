@@ -46,7 +46,10 @@ TEXTATTACK_MARKER = "post_install_check_3"
 #: Where, under ``OfflineResources.cache_dir``, ``loyalkit attack prepare-data`` puts the
 #: counter-fitted neighbour sets that TextFooler-offline reads when ``synonyms`` is ``None``.
 NEIGHBOURS_FILE = Path("word_substitution") / "counterfitted_neighbors.json"
-_ATTACK_EXTRA_HINT = 'pip install "loyalkit[attack]"'
+_ATTACK_EXTRA_HINT = (
+    'pip install scikit-learn (part of loyalkit\'s attack extra: pip install ".[attack]" in a '
+    "checkout, or the wheel with [attack])"
+)
 _TEXTATTACK_HINT = (
     "TextAttack (which needs transformers < 5) runs in an environment of its own: run "
     "`loyalkit attack setup` once; attack_model, AttackCallback and the study then attack from "
