@@ -18,7 +18,7 @@ COMPAT_BIN := $(COMPAT_VENV)/bin
 TORCH_VERSION := 2.13.0
 STUDY_OUTPUT ?= study-output
 
-.PHONY: test study venv attack-env compat-venv system-deps lint typecheck pytest pytest-compat clean
+.PHONY: test study venv attack-env compat-venv system-deps lint typecheck pytest pytest-compat fresh-install clean
 
 venv: $(VENV)/.installed
 compat-venv: $(COMPAT_VENV)/.installed
@@ -73,7 +73,13 @@ pytest: venv attack-env system-deps
 pytest-compat: compat-venv system-deps
 	$(COMPAT_BIN)/python -m pytest -m attack
 
-test: lint typecheck pytest pytest-compat
+# A non-editable install as users make it: the built wheel with its attack extra in a fresh venv in a
+# temporary folder (torch first), used from outside the checkout: `loyalkit --help`, a shipped metric
+# module through evaluate.load, a tiny `loyalkit attack run` through the (reused) attack environment.
+fresh-install: attack-env
+	tests/fresh_install_check.sh $(PYTHON)
+
+test: lint typecheck pytest pytest-compat fresh-install
 
 study: venv attack-env
 	$(BIN)/loyalkit study run --preset quick --output $(STUDY_OUTPUT)

@@ -24,6 +24,11 @@ Where it runs: TextAttack needs transformers < 5, so its search runs in the isol
 the end of training, after Ctrl-C and when this process dies); the model is queried here, as it
 is, through the dynamic-padding wrapper. Your environment keeps its transformers.
 
+Resources: ``attach`` checks that the files the recipe reads are in place (stop words; WordNet
+for textfooler-offline and pwws-offline; the counter-fitted neighbour sets for textfooler-offline,
+written by ``loyalkit attack prepare-data --online``) and raises one ``MissingResourceError``
+naming what is missing and that command.
+
 Reliability: an example whose attack raises is counted in ``num_errors``; any other failure of the
 attack (no environment built, a worker that crashes or sends nothing for ``worker_timeout_s``, a
 recipe that cannot be built) is logged (``logging``) with its reason and reported as NaN values,
@@ -68,6 +73,7 @@ from loyalkit.robustness.attack_runner import (
     summarize,
 )
 from loyalkit.robustness.isolated import AttackWorker
+from loyalkit.robustness.resource_check import check_resources
 
 if TYPE_CHECKING:
     from loyalkit.robustness.textattack_setup import OfflineResources
@@ -173,6 +179,8 @@ class AttackCallback(TrainerCallback):
             )
         for dataset in self._candidate_datasets(trainer):
             self._check_columns(dataset)
+        # A missing file would fail every evaluation's attack: say so once, before training.
+        check_resources(self.config.recipe, self.config.resources, who="AttackCallback")
         if self._owns_worker and self.worker.python is None:
             try:
                 find_environment(self.worker.env_dir)

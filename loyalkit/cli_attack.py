@@ -7,13 +7,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from loyalkit.robustness import attack_env
+from loyalkit.robustness import attack_env, neighbour_sets
 from loyalkit.robustness.textattack_setup import (
     DEBIAN_WORDNET_DIR,
     OfflineResources,
     prepare_nltk_data,
     prepare_textattack_cache,
 )
+from loyalkit.robustness.wordnet_files import DEBIAN_LEXNAMES_MAN_PAGE
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -66,13 +67,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     default = OfflineResources.default()
     prepare = actions.add_parser(
         "prepare-data",
-        help="write an NLTK data folder (stop words, WordNet) and TextAttack's cache marker",
+        help="write the files the offline recipes read (stop words, WordNet, neighbour sets)",
         description="Write an NLTK data folder: scikit-learn's English stop words as "
         "corpora/stopwords/english (TextAttack's import needs a stop-word list) and WordNet 3.0 "
         "from Debian's wordnet-base and wordnet-sense-index as corpora/wordnet (PWWS and "
-        "TextFooler-offline); and create "
-        "TextAttack's cache folder with the marker file that stops its start-up downloads. "
-        "Nothing is downloaded unless --online is given.",
+        "TextFooler-offline), with the lexnames table read from wordnet-base's lexnames(5WN) man "
+        "page; create TextAttack's cache folder with the marker file that stops its start-up "
+        "downloads; and, with --neighbours FILE, put a checked copy of the counter-fitted "
+        "neighbour sets (TextFooler-offline's candidates) in that cache folder. Nothing is "
+        "downloaded unless --online is given: then NLTK's stopwords and wordnet come through "
+        "nltk.download and the neighbour sets from --neighbours-url.",
     )
     prepare.add_argument(
         "--target",
@@ -106,13 +110,33 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--lexnames",
         type=Path,
         metavar="FILE",
-        help="WordNet's lexnames table, needed by NLTK and missing from Debian's package "
-        "(the lexnames(5WN) table of Debian's wordnet-base man page, or NLTK's wordnet download)",
+        help="WordNet's lexnames table, needed by NLTK and not shipped as a file by Debian "
+        f"(default: read from {DEBIAN_LEXNAMES_MAN_PAGE}, the man page wordnet-base installs)",
+    )
+    prepare.add_argument(
+        "--neighbours",
+        type=Path,
+        metavar="FILE",
+        help="a local copy of counterfitted_neighbors.json (from "
+        f"{neighbour_sets.NEIGHBOURS_SOURCE}), checked against its sha256 and copied into the "
+        "cache folder, where textfooler-offline finds it",
     )
     prepare.add_argument(
         "--online",
         action="store_true",
-        help="download NLTK's own stopwords, wordnet and omw-1.4 with nltk.download instead",
+        help="download NLTK's own stopwords and wordnet with nltk.download, and the "
+        "counter-fitted neighbour sets from --neighbours-url, instead",
+    )
+    prepare.add_argument(
+        "--neighbours-url",
+        default=neighbour_sets.NEIGHBOURS_URL,
+        metavar="URL",
+        help=f"where --online downloads the neighbour sets (default: {neighbour_sets.NEIGHBOURS_URL})",
+    )
+    prepare.add_argument(
+        "--nltk-index-url",
+        metavar="URL",
+        help="NLTK data index --online downloads from (default: NLTK's own; e.g. a mirror)",
     )
     return parser
 
@@ -140,27 +164,39 @@ def _setup(args: argparse.Namespace) -> int:
 
 
 def _prepare_data(args: argparse.Namespace) -> int:
+    if args.online and args.neighbours is not None:
+        raise ValueError("--neighbours FILE (a local copy) and --online exclude each other")
     target = prepare_nltk_data(
         args.target,
         wordnet_dir=None if args.no_wordnet else args.wordnet_dir,
         lexnames=args.lexnames,
         online=args.online,
+        nltk_index_url=args.nltk_index_url,
     )
     marker = prepare_textattack_cache(args.cache_dir)
-    has_wordnet = (target / "corpora" / "wordnet").is_dir()
+    resources = OfflineResources(nltk_data=target, cache_dir=args.cache_dir)
+    neighbours = resources.neighbours_file()
+    if args.online:
+        neighbour_sets.install_neighbours(neighbours, url=args.neighbours_url)
+    elif args.neighbours is not None:
+        neighbour_sets.install_neighbours(neighbours, source=args.neighbours)
+    corpora = target.resolve() / "corpora"
+    wordnet = next((p for p in (corpora / "wordnet", corpora / "wordnet.zip") if p.exists()), None)
     print(f"NLTK data:        {target.resolve()}")
-    print(f"  stop words:     {target.resolve() / 'corpora' / 'stopwords'}")
-    print(f"  WordNet:        {target.resolve() / 'corpora' / 'wordnet' if has_wordnet else 'no'}")
+    print(f"  stop words:     {corpora / 'stopwords'}")
+    print(f"  WordNet:        {wordnet or 'no'}")
     print(f"TextAttack cache: {marker.parent.resolve()} (marker {marker.name})")
-    print("Use them from Python:")
-    print("  from loyalkit.robustness import OfflineResources, build_attack")
-    print(
-        f"  resources = OfflineResources(nltk_data={str(target.resolve())!r}, "
-        f"cache_dir={str(marker.parent.resolve())!r})"
-    )
-    print('  attack = build_attack("deepwordbug", model_wrapper, resources)')
-    print(
-        "TextFooler-offline also needs synonyms: OfflineResources(..., "
-        "synonyms='counterfitted_neighbors.json')"
-    )
+    print(f"  neighbour sets: {neighbours.resolve() if neighbours.is_file() else 'no'}")
+    default = OfflineResources.default()
+    if (target, args.cache_dir) != (default.nltk_data, default.cache_dir):
+        print("Not the default folders: pass them to the attacks, e.g.")
+        print(
+            f"  OfflineResources(nltk_data={str(target.resolve())!r}, "
+            f"cache_dir={str(marker.parent.resolve())!r})"
+        )
+    from loyalkit.robustness.resource_check import missing_resources
+
+    for recipe in ("deepwordbug", "pwws-offline", "textfooler-offline"):
+        lacking = missing_resources(recipe, resources)
+        print(f"{recipe + ':':20s}{'ready' if not lacking else 'lacks ' + '; '.join(lacking)}")
     return 0

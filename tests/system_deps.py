@@ -13,12 +13,13 @@ import argparse
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 _ROOT = Path(__file__).resolve().parents[1]
 WORDNET_DIR = Path("/usr/share/wordnet")
 
 
-def _wordnet_files() -> dict[str, str]:
+def _wordnet_module() -> Any:
     # Loaded by path: the table imports nothing, and this script runs before loyalkit is installed.
     spec = importlib.util.spec_from_file_location(
         "wordnet_files", _ROOT / "robustness" / "wordnet_files.py"
@@ -26,7 +27,11 @@ def _wordnet_files() -> dict[str, str]:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return dict(module.WORDNET_FILES)
+    return module
+
+
+def _wordnet_files() -> dict[str, str]:
+    return dict(_wordnet_module().WORDNET_FILES)
 
 
 def system_files() -> dict[Path, str]:
@@ -38,6 +43,8 @@ def system_files() -> dict[Path, str]:
     }
     # PWWS-offline and TextFooler-offline read WordNet 3.0 through NLTK, which opens every file.
     files.update({WORDNET_DIR / name: package for name, package in _wordnet_files().items()})
+    # `prepare-data` reads WordNet's lexnames table from wordnet-base's man page.
+    files[Path(_wordnet_module().DEBIAN_LEXNAMES_MAN_PAGE)] = "wordnet-base"
     return files
 
 

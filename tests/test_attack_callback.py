@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,75 @@ def test_best_model_by_after_attack_accuracy(setup: dict[str, Any], tmp_path: Pa
     assert trainer.state.best_metric == pytest.approx(max(values))
     assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
     assert trainer.evaluate()["eval_attack_after_attack_accuracy"] == pytest.approx(max(values))
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def predict(model: nn.Module, tokenizer: Any, texts: list[str]) -> list[int]:
+    with torch.no_grad():
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        return model(**batch).logits.argmax(-1).tolist()
+
+
+def test_the_default_recipe_runs_after_prepare_data(setup: dict[str, Any], tmp_path: Path) -> None:
+    from loyalkit.callbacks import AttackCallback
+    from loyalkit.cli import main
+    from loyalkit.robustness.textattack_setup import OfflineResources
+
+    # What the README's setup gives a fresh machine, offline: Debian's WordNet (make
+    # system-deps) and a local copy of the upstream neighbour sets.
+    neighbours = SHARED / "word_substitution" / "counterfitted_neighbors.json"
+    folders = ["--target", str(tmp_path / "nltk"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(["attack", "prepare-data", *folders, "--neighbours", str(neighbours)]) == 0
+    resources = OfflineResources(nltk_data=tmp_path / "nltk", cache_dir=tmp_path / "cache")
+    trainer = trainer_for(setup, args(tmp_path / "run", eval_strategy="no"))
+    attack_callback = AttackCallback(num_examples=8, seed=0, resources=resources).attach(trainer)
+    assert attack_callback.config.recipe == "textfooler-offline"
+    metrics = trainer.evaluate()
+    assert attack_callback.failures == []
+    report = attack_callback.last_report
+    assert report is not None and metrics["eval_attack_num_attacked"] > 0
+    # Checked against the model itself, outside TextAttack: the sampled rows' accuracy, and every
+    # successful adversarial text changes the model's prediction.
+    rows = np.random.default_rng(0).permutation(len(setup["eval"]))[:8]
+    texts = [setup["eval"][int(i)]["sentence"] for i in rows]
+    gold = [setup["eval"][int(i)]["label"] for i in rows]
+    correct = np.mean(np.equal(predict(trainer.model, setup["tokenizer"], texts), gold))
+    assert metrics["eval_attack_original_accuracy"] == pytest.approx(correct)
+    succeeded = [e for e in report.examples if e["status"] == "succeeded"]
+    assert metrics["eval_attack_num_succeeded"] == len(succeeded)
+    if succeeded:
+        after = predict(trainer.model, setup["tokenizer"], [e["perturbed_text"] for e in succeeded])
+        assert after == [e["perturbed_label"] for e in succeeded]
+        assert all(e["perturbed_label"] != e["original_label"] for e in succeeded)
+    failed = metrics["eval_attack_num_failed"]
+    assert metrics["eval_attack_after_attack_accuracy"] == pytest.approx(failed / 8)
+
+
+def test_missing_resources_fail_at_attach_naming_the_command(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    from loyalkit.callbacks import AttackCallback
+    from loyalkit.robustness.textattack_setup import MissingResourceError, OfflineResources
+
+    trainer = trainer_for(setup, args(tmp_path))
+    empty = OfflineResources(nltk_data=tmp_path / "nltk", cache_dir=tmp_path / "cache")
+    with pytest.raises(MissingResourceError) as raised:
+        AttackCallback(num_examples=4, resources=empty).attach(trainer)
+    message = str(raised.value)
+    assert message.startswith("AttackCallback: recipe 'textfooler-offline' cannot run")
+    assert "`loyalkit attack prepare-data --online`" in message
+    assert "--neighbours" in message and "`resources=" in message
+    assert str(empty.neighbours_file()) in message  # where the synonym source is looked for
+    assert trainer.callback_handler.callbacks[-1].__class__.__name__ != "AttackCallback"
+    # The stop words alone are enough for DeepWordBug, and a synonym file passed as `synonyms`
+    # must exist.
+    AttackCallback("deepwordbug", num_examples=4, resources=setup["resources"]).attach(trainer)
+    with pytest.raises(MissingResourceError, match="`synonyms`='/no/such.json' does not exist"):
+        AttackCallback(
+            num_examples=4, resources=replace(setup["resources"], synonyms=Path("/no/such.json"))
+        ).attach(trainer_for(setup, args(tmp_path)))
 
 
 class RaisesOnWord(nn.Module):

@@ -110,13 +110,19 @@ def test_prepare_copies_wordnet_and_lexnames(tmp_path: Path) -> None:
     assert (wordnet / "lexnames").read_bytes() == LEXNAMES.read_bytes()
 
 
-def test_prepare_errors_name_the_missing_resource(tmp_path: Path) -> None:
+def test_prepare_errors_name_the_missing_resource(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(MissingResourceError, match="wordnet-base"):
         prepare_nltk_data(tmp_path / "a", wordnet_dir=tmp_path / "no-wordnet-here")
     fake = tmp_path / "wordnet"
     fake.mkdir()
     for name in WORDNET_FILES:  # every file NLTK opens, so that only lexnames is missing
         (fake / name).write_text("")
+    # lexnames comes from wordnet-base's man page; a system whose man pages are excluded:
+    monkeypatch.setattr(
+        "loyalkit.robustness.textattack_setup.DEBIAN_LEXNAMES_MAN_PAGE", str(tmp_path / "no.gz")
+    )
     with pytest.raises(MissingResourceError, match="--lexnames"):
         prepare_nltk_data(tmp_path / "b", wordnet_dir=fake)
     with pytest.raises(MissingResourceError, match="lexnames="):

@@ -25,7 +25,13 @@ import pytest
 from loyalkit.robustness.attack_env import ENV_VARIABLE, default_location
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-LEXNAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "wordnet" / "lexnames"
+NEIGHBOURS = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "word_substitution"
+    / "counterfitted_neighbors.json"
+)
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _MARK = re.compile(r"<!--\s*readme-test:\s*(.*?)\s*-->")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
@@ -146,8 +152,10 @@ def test_attack_mark_is_explicit_only() -> None:
 def home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The README's setup steps in private folders: a Hugging Face home with the metric modules
     installed (`loyalkit metrics install`, HF_EVALUATE_OFFLINE=1) and a user home where
-    `loyalkit attack prepare-data` wrote the attack data (WordNet's lexnames from ../shared, as the
-    README says to get it). The isolated attack environment is the one already built."""
+    `loyalkit attack prepare-data` wrote the attack data: WordNet from Debian's packages (make
+    system-deps), and the counter-fitted neighbour sets from a local copy of the upstream file
+    (`--neighbours`, the offline stand-in for the README's `--online`, which downloads the same
+    file). The isolated attack environment is the one already built."""
     hf_home = tmp_path_factory.mktemp("hf-home")
     user_home = tmp_path_factory.mktemp("user-home")
     env = {
@@ -161,7 +169,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     loyalkit = [sys.executable, "-m", "loyalkit"]
     for command in (
         ["metrics", "install"],
-        ["attack", "prepare-data", "--lexnames", str(LEXNAMES)],
+        ["attack", "prepare-data", "--neighbours", str(NEIGHBOURS)],
     ):
         subprocess.run(loyalkit + command, env=env, check=True, capture_output=True, timeout=300)
     return env
