@@ -76,7 +76,16 @@ class TokenLoyaltyCallback(TrainerCallback):
         self._trainer: Trainer | None = None
 
     def attach(self, trainer: Trainer) -> TokenLoyaltyCallback:
-        """Register with ``trainer`` (any ``Trainer`` subclass); returns the callback."""
+        """Register with ``trainer`` (any ``Trainer`` subclass); returns the callback.
+
+        A callback already in ``Trainer(..., callbacks=[...])`` is not registered twice.
+        """
+        return self._attach(trainer, on_behalf_of=None)
+
+    def _attach(
+        self, trainer: Trainer, on_behalf_of: TrainerCallback | None
+    ) -> TokenLoyaltyCallback:
+        """``attach``; ``on_behalf_of``: the LoyaltyCallback handing its causal LM over."""
         from loyalkit.callbacks.loyalty import LoyaltyCallback
 
         if not isinstance(trainer, Trainer):
@@ -85,8 +94,11 @@ class TokenLoyaltyCallback(TrainerCallback):
             )
         if self._trainer is not None:
             raise ValueError("this TokenLoyaltyCallback is already attached to a Trainer")
+        listed = any(cb is self for cb in trainer.callback_handler.callbacks)
         if any(
             isinstance(cb, (LoyaltyCallback, TokenLoyaltyCallback))
+            and cb is not self
+            and cb is not on_behalf_of
             for cb in trainer.callback_handler.callbacks
         ):
             raise ValueError(
@@ -94,8 +106,29 @@ class TokenLoyaltyCallback(TrainerCallback):
                 "conflict: both would report eval_label_loyalty, ..."
             )
         self._trainer = trainer
-        trainer.add_callback(self)
+        if not listed:
+            trainer.add_callback(self)
         return self
+
+    def _require_attached(self) -> Trainer:
+        if self._trainer is None:
+            raise ValueError(
+                "TokenLoyaltyCallback is in the Trainer's callbacks but was never attached: call "
+                "`TokenLoyaltyCallback(teacher).attach(trainer)` after building the Trainer (it "
+                "logs its values with trainer.log and gathers them with trainer.accelerator, "
+                "which callbacks are not given; `callbacks=[...]` alone cannot)"
+            )
+        return self._trainer
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._require_attached()
+
+    def on_prediction_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._require_attached()  # fail at the first batch, not after the whole evaluation
 
     def on_evaluate(
         self,
@@ -105,9 +138,7 @@ class TokenLoyaltyCallback(TrainerCallback):
         metrics: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        trainer = self._trainer
-        if trainer is None:
-            raise ValueError("TokenLoyaltyCallback was not attached: call .attach(trainer)")
+        trainer = self._require_attached()
         dataloader = kwargs.get("eval_dataloader")
         if dataloader is None or metrics is None:
             raise ValueError("TokenLoyaltyCallback saw no evaluation dataloader or metrics")
