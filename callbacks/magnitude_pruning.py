@@ -67,7 +67,7 @@ def _as_schedule(schedule: SparsitySchedule | Mapping[str, Any]) -> SparsitySche
 
 
 class MagnitudePruningCallback(TrainerCallback, ExportableState):
-    """Prune the transformer layers' weight matrices by magnitude to ``schedule.sparsity_at(global_step)``.
+    """Prune the transformer layers' weight matrices by magnitude to ``schedule.value_at(global_step)``.
 
     Args:
         schedule: a ``OneShotSchedule``, ``LinearSchedule`` or ``CubicSchedule`` (or the dict
@@ -94,7 +94,7 @@ class MagnitudePruningCallback(TrainerCallback, ExportableState):
     def state(self) -> dict[str, Any]:
         return {
             "args": {
-                "schedule": schedule_to_dict(self.schedule),
+                "schedule": self.schedule.to_dict(),
                 "scope": self.scope,
                 "module_pattern": self.module_pattern,
             },
@@ -104,7 +104,7 @@ class MagnitudePruningCallback(TrainerCallback, ExportableState):
     def _enforce(self, model: nn.Module | None, step: int) -> None:
         if model is None:
             raise ValueError("MagnitudePruningCallback needs the model; the Trainer passes it")
-        target = self.schedule.sparsity_at(step)
+        target = self.schedule.value_at(step)
         if target != self.mask_sparsity or (self.masks is None and target > 0):
             self.masks = magnitude_masks(model, target, self.scope, self.module_pattern)
             self.mask_sparsity = target
@@ -147,6 +147,6 @@ class MagnitudePruningCallback(TrainerCallback, ExportableState):
             return
         values = {
             "sparsity": sparsity(model, self.module_pattern),
-            "pruning_schedule_sparsity": self.schedule.sparsity_at(state.global_step),
+            "pruning_schedule_sparsity": self.schedule.value_at(state.global_step),
         }
         add_to_log(logs, state, values)

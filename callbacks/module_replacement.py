@@ -133,7 +133,7 @@ class ModuleReplacementCallback(TrainerCallback, ExportableState):
 
     def _set_rate(self, args: TrainingArguments, step: int, model: nn.Module) -> None:
         layers = find_module_replacement(model)
-        self.replacement_rate = self.schedule(step)
+        self.replacement_rate = self.schedule.value_at(step)
         self.step = step
         layers.replacement_rate = self.replacement_rate
         layers.manual_seed(step_seed(args.seed if self.seed is None else self.seed, step))
