@@ -30,19 +30,20 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from loyalkit.callbacks.conflicts import register_callback
+from loyalkit.callbacks.conflicts import Change, register_callback
 from loyalkit.compression.head_importance import (
     gradient_head_importance,
     magnitude_head_importance,
 )
 from loyalkit.compression.head_pruning import (
     HeadMap,
+    head_weights,
     prune_heads,
     select_heads_to_prune,
     zero_head_outputs,
@@ -123,10 +124,50 @@ class HeadPruningCallback(TrainerCallback, ExportableState):
     ``TrainingArguments(restore_callback_states_from_checkpoint=True)``.
     """
 
+    unique: ClassVar[str | None] = (
+        "both would score and remove the same attention heads; put every step in one schedule"
+    )
+
     def __init__(self, schedule: HeadPruningSchedule | Mapping[int, float], **options: Any) -> None:
         self.config = HeadPruningConfig(schedule=schedule, **options)
         self.masked_heads: dict[str, list[int]] = {}
         self.applied_steps: list[int] = []
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        silences = Change(
+            "weights",
+            "head pruning silences whole heads and removes them, changing the shapes that "
+            "masks over these weights were computed for",
+            weights=head_weights,
+            label="the attention projection",
+        )
+        if not self.config.remove_at_train_end:
+            return (silences,)
+        removes = Change(
+            "linear_layers",
+            "removes the silenced heads from the attention layers at train end, which needs "
+            "float nn.Linear layers",
+            fix="pass remove_at_train_end=False to HeadPruningCallback, or remove the heads "
+            "(loyalkit.compression.prune_heads) and quantize after training",
+            at_train_end=True,
+        )
+        return (silences, removes)
+
+    def model_conflict(self, model: Any) -> str | None:
+        """Why this callback cannot work on ``model``, or ``None`` (see ``conflicts``)."""
+        from loyalkit.compression.module_replacement import ModuleReplacementLayers
+
+        if model is not None and any(
+            isinstance(module, ModuleReplacementLayers) for module in model.modules()
+        ):
+            return (
+                "HeadPruningCallback conflicts with module replacement (ModuleReplacementCallback "
+                "/ prepare_module_replacement): the encoder's layers are predecessor/successor "
+                "blocks whose heads cannot be removed; prune the heads of the exported successor "
+                "instead"
+            )
+        return None
 
     def state(self) -> dict[str, Any]:
         return {

@@ -57,6 +57,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from loyalkit.callbacks.conflicts import Change, conflict
 from loyalkit.compression.distillation import check_same_vocabulary, teacher_inputs
 from loyalkit.metrics import loyalty
 
@@ -152,14 +153,10 @@ class LoyaltyCallback(TrainerCallback):
             return self
         if self._trainer is not None:
             raise ValueError("this LoyaltyCallback is already attached to a Trainer")
-        if any(
-            isinstance(cb, LoyaltyCallback) and cb is not self
-            for cb in trainer.callback_handler.callbacks
-        ):
-            raise ValueError(
-                "LoyaltyCallback and another LoyaltyCallback conflict: the Trainer already has "
-                "one, and both would report the same metric names (eval_label_loyalty, ...)"
-            )
+        for other in trainer.callback_handler.callbacks:
+            problem = None if other is self else conflict(other, self, None)
+            if problem is not None:
+                raise ValueError(problem)
         if trainer.args.batch_eval_metrics:
             raise ValueError(
                 "LoyaltyCallback needs the whole evaluation set's logits: "
@@ -191,6 +188,10 @@ class LoyaltyCallback(TrainerCallback):
         if not listed:
             trainer.add_callback(self)
         return self
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        return (Change("metrics", "reports loyalty to the teacher", names=LOYALTY_METRICS),)
 
     def _require_attached(self) -> None:
         if self._trainer is None:

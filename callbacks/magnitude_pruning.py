@@ -40,7 +40,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
-from loyalkit.callbacks.conflicts import register_callback
+from loyalkit.callbacks.conflicts import Change, register_callback
 from loyalkit.callbacks.logs import add_to_log
 from loyalkit.compression.magnitude_pruning import (
     PruningMasks,
@@ -48,6 +48,7 @@ from loyalkit.compression.magnitude_pruning import (
     check_module_pattern,
     check_scope,
     magnitude_masks,
+    prunable_weights,
     sparsity,
 )
 from loyalkit.compression.sparsity_schedules import (
@@ -90,6 +91,20 @@ class MagnitudePruningCallback(TrainerCallback, ExportableState):
         self.module_pattern = module_pattern
         self.masks: PruningMasks | None = None
         self.mask_sparsity = 0.0
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        pattern = self.module_pattern
+        return (
+            Change(
+                "weights",
+                "magnitude pruning recomputes its masks from the weights it covers, undoing any "
+                "other pruning of them",
+                fix="restrict MagnitudePruningCallback with `module_pattern` (e.g. to the "
+                "feed-forward layers) so that the two prune disjoint weights, or use one of them",
+                weights=lambda model: prunable_weights(model, pattern).values(),
+            ),
+        )
 
     def state(self) -> dict[str, Any]:
         return {

@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import nn
@@ -45,7 +45,7 @@ from transformers import (
 )
 from transformers.trainer_callback import ExportableState
 
-from loyalkit.callbacks.conflicts import register_callback
+from loyalkit.callbacks.conflicts import Change, register_callback
 from loyalkit.callbacks.logs import add_to_log
 from loyalkit.compression.module_replacement import (
     ConstantReplacementSchedule,
@@ -97,6 +97,8 @@ class ModuleReplacementCallback(TrainerCallback, ExportableState):
     this instance by a restored one (look it up in ``trainer.callback_handler.callbacks``).
     """
 
+    unique: ClassVar[str | None] = "both would set the replacement rate of the same blocks"
+
     def __init__(
         self,
         schedule: ReplacementSchedule | Mapping[str, Any],
@@ -120,6 +122,13 @@ class ModuleReplacementCallback(TrainerCallback, ExportableState):
         self.export_dir = export_dir
         self.replacement_rate: float | None = None
         self.step: int | None = None
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        stack = Change("layer_stack", "swaps predecessor blocks for their successors")
+        if self.export_dir is None:
+            return (stack,)
+        return (stack, Change("export", "exports the successor at train end", at_train_end=True))
 
     def state(self) -> dict[str, Any]:
         return {

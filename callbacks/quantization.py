@@ -27,12 +27,12 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from loyalkit.callbacks.conflicts import register_callback
+from loyalkit.callbacks.conflicts import Change, register_callback
 from loyalkit.compression.quantization import (
     INT8_BACKENDS,
     Int8Backend,
@@ -81,12 +81,33 @@ class PostTrainingQuantizationCallback(TrainerCallback):
     what was done (backend used, layer count) after training.
     """
 
+    unique: ClassVar[str | None] = "the model would be quantized twice"
+
     def __init__(self, backend: Int8Backend = "auto", symmetric_activations: bool = True) -> None:
         if backend not in INT8_BACKENDS:
             raise ValueError(f"`backend` must be one of {INT8_BACKENDS}, got {backend!r}")
         self.backend: Int8Backend = backend
         self.symmetric_activations = symmetric_activations
         self.result: Int8Quantization | None = None
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        blocks = (
+            "a torch.ao int8 model cannot be exported or saved; use the default torchao backend"
+            if self.backend == "torch.ao"
+            else ""
+        )
+        return (
+            Change(
+                "precision",
+                "quantizes the model to int8 at train end",
+                at_train_end=True,
+                blocks_export=blocks,
+            ),
+            Change(
+                "linear_layers", "replaces them with int8 layers at train end", at_train_end=True
+            ),
+        )
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -117,11 +138,33 @@ class QuantizationAwareTrainingCallback(TrainerCallback):
     :func:`~loyalkit.compression.prepare_qat` before the Trainer was built is used as it is.
     """
 
+    unique: ClassVar[str | None] = "the model would be fake-quantized and converted twice"
+
     def __init__(self, convert_at_end: bool = True) -> None:
         if not isinstance(convert_at_end, bool):
             raise TypeError("`convert_at_end` must be a bool")
         self.convert_at_end = convert_at_end
         self.result: Int8Quantization | None = None
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        converts = self.convert_at_end
+        return (
+            Change(
+                "precision",
+                "fake-quantizes the model while training"
+                + (" and converts it to int8 at train end" if converts else ""),
+                fix="QuantizationAwareTrainingCallback already produces the int8 model; use one "
+                "of them",
+                at_train_end=converts,
+            ),
+            Change(
+                "linear_layers",
+                "replaces them with fake-quantized layers while training"
+                + (" and int8 ones at train end" if converts else ""),
+                at_train_end=converts,
+            ),
+        )
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

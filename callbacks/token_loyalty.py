@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from loyalkit.callbacks.conflicts import Change, conflict
 from loyalkit.metrics.token_loyalty import (
     TokenLoyaltyAccumulator,
     TokenStatistics,
@@ -86,7 +87,6 @@ class TokenLoyaltyCallback(TrainerCallback):
         self, trainer: Trainer, on_behalf_of: TrainerCallback | None
     ) -> TokenLoyaltyCallback:
         """``attach``; ``on_behalf_of``: the LoyaltyCallback handing its causal LM over."""
-        from loyalkit.callbacks.loyalty import LoyaltyCallback
 
         if not isinstance(trainer, Trainer):
             raise TypeError(
@@ -95,20 +95,21 @@ class TokenLoyaltyCallback(TrainerCallback):
         if self._trainer is not None:
             raise ValueError("this TokenLoyaltyCallback is already attached to a Trainer")
         listed = any(cb is self for cb in trainer.callback_handler.callbacks)
-        if any(
-            isinstance(cb, (LoyaltyCallback, TokenLoyaltyCallback))
-            and cb is not self
-            and cb is not on_behalf_of
-            for cb in trainer.callback_handler.callbacks
-        ):
-            raise ValueError(
-                "TokenLoyaltyCallback and the Trainer's LoyaltyCallback/TokenLoyaltyCallback "
-                "conflict: both would report eval_label_loyalty, ..."
-            )
+        for other in trainer.callback_handler.callbacks:
+            if other is self or other is on_behalf_of:
+                continue
+            problem = conflict(other, self, None)
+            if problem is not None:
+                raise ValueError(problem)
         self._trainer = trainer
         if not listed:
             trainer.add_callback(self)
         return self
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        names = TOKEN_LOYALTY_METRICS
+        return (Change("metrics", "reports token-level loyalty to the teacher", names=names),)
 
     def _require_attached(self) -> Trainer:
         if self._trainer is None:
