@@ -91,6 +91,11 @@ class DistillationCallback(TrainerCallback):
     def teacher(self) -> nn.Module:
         return self.distiller.teacher
 
+    @property
+    def config(self) -> DistillationConfig:
+        """The distillation settings, validated once by :class:`DistillationConfig`."""
+        return self.distiller.config
+
     def changes(self) -> tuple[Change, ...]:
         """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
         return (Change("loss", "replaces the training loss with the distillation loss"),)

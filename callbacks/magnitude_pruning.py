@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -57,7 +58,7 @@ from loyalkit.compression.sparsity_schedules import (
     schedule_to_dict,
 )
 
-__all__ = ["MagnitudePruningCallback"]
+__all__ = ["MagnitudePruningCallback", "MagnitudePruningConfig"]
 
 
 def _as_schedule(schedule: SparsitySchedule | Mapping[str, Any]) -> SparsitySchedule:
@@ -65,6 +66,39 @@ def _as_schedule(schedule: SparsitySchedule | Mapping[str, Any]) -> SparsitySche
         return schedule_from_dict(schedule)
     schedule_to_dict(schedule)  # raises a TypeError naming `schedule` for anything else
     return schedule
+
+
+@dataclass(frozen=True)
+class MagnitudePruningConfig:
+    """What :class:`MagnitudePruningCallback` prunes, how and when; validated once, here.
+
+    ``schedule``: a ``OneShotSchedule``, ``LinearSchedule`` or ``CubicSchedule``, or the dict its
+    ``to_dict()`` makes (how a resumed run's state is restored).
+    """
+
+    schedule: SparsitySchedule | Mapping[str, Any]
+    scope: PruningScope = "layer"
+    module_pattern: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schedule", _as_schedule(self.schedule))
+        check_scope(self.scope)
+        if self.module_pattern is not None:
+            check_module_pattern(self.module_pattern)
+
+    @property
+    def sparsity_schedule(self) -> SparsitySchedule:
+        """``schedule``, always as the schedule object it was made into."""
+        assert not isinstance(self.schedule, Mapping)
+        return self.schedule
+
+    def as_arguments(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-ready (for ``ExportableState``)."""
+        return {
+            "schedule": self.sparsity_schedule.to_dict(),
+            "scope": self.scope,
+            "module_pattern": self.module_pattern,
+        }
 
 
 class MagnitudePruningCallback(TrainerCallback, ExportableState):
@@ -84,13 +118,21 @@ class MagnitudePruningCallback(TrainerCallback, ExportableState):
         scope: PruningScope = "layer",
         module_pattern: str | None = None,
     ) -> None:
-        self.schedule = _as_schedule(schedule)
-        self.scope = check_scope(scope)
-        if module_pattern is not None:
-            check_module_pattern(module_pattern)
-        self.module_pattern = module_pattern
+        self.config = MagnitudePruningConfig(schedule, scope, module_pattern)
         self.masks: PruningMasks | None = None
         self.mask_sparsity = 0.0
+
+    @property
+    def schedule(self) -> SparsitySchedule:
+        return self.config.sparsity_schedule
+
+    @property
+    def scope(self) -> PruningScope:
+        return self.config.scope
+
+    @property
+    def module_pattern(self) -> str | None:
+        return self.config.module_pattern
 
     def changes(self) -> tuple[Change, ...]:
         """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
@@ -108,11 +150,7 @@ class MagnitudePruningCallback(TrainerCallback, ExportableState):
 
     def state(self) -> dict[str, Any]:
         return {
-            "args": {
-                "schedule": self.schedule.to_dict(),
-                "scope": self.scope,
-                "module_pattern": self.module_pattern,
-            },
+            "args": self.config.as_arguments(),
             "attributes": {"mask_sparsity": self.mask_sparsity},
         }
 

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from torch import nn
@@ -44,7 +45,12 @@ from loyalkit.compression.quantization import (
     supports_safetensors,
 )
 
-__all__ = ["PostTrainingQuantizationCallback", "QuantizationAwareTrainingCallback"]
+__all__ = [
+    "PostTrainingQuantizationCallback",
+    "PostTrainingQuantizationConfig",
+    "QuantizationAwareTrainingCallback",
+    "QuantizationAwareTrainingConfig",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,37 @@ def _save_as_supported(args: TrainingArguments, model: nn.Module) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PostTrainingQuantizationConfig:
+    """The settings of :class:`PostTrainingQuantizationCallback`; validated once, here."""
+
+    backend: Int8Backend = "auto"
+    symmetric_activations: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backend not in INT8_BACKENDS:
+            raise ValueError(f"`backend` must be one of {INT8_BACKENDS}, got {self.backend!r}")
+
+    def as_arguments(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-ready."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QuantizationAwareTrainingConfig:
+    """The settings of :class:`QuantizationAwareTrainingCallback`; validated once, here."""
+
+    convert_at_end: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.convert_at_end, bool):
+            raise TypeError("`convert_at_end` must be a bool")
+
+    def as_arguments(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-ready."""
+        return asdict(self)
+
+
 class PostTrainingQuantizationCallback(TrainerCallback):
     """Dynamic int8 quantization of the model's Linear layers when training ends.
 
@@ -84,11 +121,16 @@ class PostTrainingQuantizationCallback(TrainerCallback):
     unique: ClassVar[str | None] = "the model would be quantized twice"
 
     def __init__(self, backend: Int8Backend = "auto", symmetric_activations: bool = True) -> None:
-        if backend not in INT8_BACKENDS:
-            raise ValueError(f"`backend` must be one of {INT8_BACKENDS}, got {backend!r}")
-        self.backend: Int8Backend = backend
-        self.symmetric_activations = symmetric_activations
+        self.config = PostTrainingQuantizationConfig(backend, symmetric_activations)
         self.result: Int8Quantization | None = None
+
+    @property
+    def backend(self) -> Int8Backend:
+        return self.config.backend
+
+    @property
+    def symmetric_activations(self) -> bool:
+        return self.config.symmetric_activations
 
     def changes(self) -> tuple[Change, ...]:
         """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
@@ -141,10 +183,12 @@ class QuantizationAwareTrainingCallback(TrainerCallback):
     unique: ClassVar[str | None] = "the model would be fake-quantized and converted twice"
 
     def __init__(self, convert_at_end: bool = True) -> None:
-        if not isinstance(convert_at_end, bool):
-            raise TypeError("`convert_at_end` must be a bool")
-        self.convert_at_end = convert_at_end
+        self.config = QuantizationAwareTrainingConfig(convert_at_end)
         self.result: Int8Quantization | None = None
+
+    @property
+    def convert_at_end(self) -> bool:
+        return self.config.convert_at_end
 
     def changes(self) -> tuple[Change, ...]:
         """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
