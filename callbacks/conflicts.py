@@ -1,7 +1,8 @@
 """Which loyalkit callbacks cannot share one ``transformers.Trainer`` run, derived from what each
 declares it changes, found when training begins.
 
-Every loyalkit callback declares what it modifies: ``changes()`` returns :class:`Change` s (the
+Every loyalkit callback that changes the training or reports metrics under fixed names declares
+what it modifies (:class:`DeclaresChanges`): ``changes()`` returns :class:`Change` s (the
 training ``loss``, ``weights`` with the tensors concerned, ``precision``, the ``linear_layers`` it
 rebuilds, the encoder's ``layer_stack``, an ``export`` of the model at train end, the ``metrics``
 names it reports), ``unique`` says why two of its kind cannot share a run (``None``: they can when
@@ -42,13 +43,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import nn
 from transformers import TrainerCallback, TrainerState
 
-__all__ = ["Change", "Target", "conflict", "register_callback"]
+__all__ = ["Change", "DeclaresChanges", "Target", "conflict", "register_callback"]
 
 Target = Literal[
     "loss", "weights", "precision", "linear_layers", "layer_stack", "export", "metrics"
@@ -95,6 +96,17 @@ class Change:
     label: str = ""
     blocks_export: str = ""
     names: tuple[str, ...] = ()
+
+
+class DeclaresChanges(Protocol):
+    """What a callback declares for :func:`conflict` (``model_conflict`` is optional)."""
+
+    #: Why two of this kind cannot share a run; ``None`` when their ``changes()`` decide.
+    unique: ClassVar[str | None]
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies, with its current settings."""
+        ...
 
 
 def register_callback(
