@@ -18,9 +18,13 @@ _EXPORTS: dict[str, str] = {
     "HeadPruningConfig": "loyalkit.callbacks.head_pruning",
     "LoyaltyCallback": "loyalkit.callbacks.loyalty",
     "MagnitudePruningCallback": "loyalkit.callbacks.magnitude_pruning",
+    "MagnitudePruningConfig": "loyalkit.callbacks.magnitude_pruning",
     "ModuleReplacementCallback": "loyalkit.callbacks.module_replacement",
+    "ModuleReplacementConfig": "loyalkit.callbacks.module_replacement",
     "PostTrainingQuantizationCallback": "loyalkit.callbacks.quantization",
+    "PostTrainingQuantizationConfig": "loyalkit.callbacks.quantization",
     "QuantizationAwareTrainingCallback": "loyalkit.callbacks.quantization",
+    "QuantizationAwareTrainingConfig": "loyalkit.callbacks.quantization",
     "TokenLoyaltyCallback": "loyalkit.callbacks.token_loyalty",
 }
 
@@ -31,9 +35,13 @@ __all__ = [
     "HeadPruningConfig",
     "LoyaltyCallback",
     "MagnitudePruningCallback",
+    "MagnitudePruningConfig",
     "ModuleReplacementCallback",
+    "ModuleReplacementConfig",
     "PostTrainingQuantizationCallback",
+    "PostTrainingQuantizationConfig",
     "QuantizationAwareTrainingCallback",
+    "QuantizationAwareTrainingConfig",
     "TokenLoyaltyCallback",
 ]
 
@@ -47,13 +55,17 @@ if TYPE_CHECKING:
     from loyalkit.callbacks.loyalty import LoyaltyCallback
     from loyalkit.callbacks.magnitude_pruning import (
         MagnitudePruningCallback,
+        MagnitudePruningConfig,
     )
     from loyalkit.callbacks.module_replacement import (
         ModuleReplacementCallback,
+        ModuleReplacementConfig,
     )
     from loyalkit.callbacks.quantization import (
         PostTrainingQuantizationCallback,
+        PostTrainingQuantizationConfig,
         QuantizationAwareTrainingCallback,
+        QuantizationAwareTrainingConfig,
     )
     from loyalkit.callbacks.token_loyalty import TokenLoyaltyCallback
 

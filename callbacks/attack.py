@@ -160,7 +160,10 @@ class AttackCallback(TrainerCallback):
         self.worker = worker if worker is not None else AttackWorker(timeout_s=worker_timeout_s)
 
     def attach(self, trainer: Trainer) -> AttackCallback:
-        """Register with ``trainer`` (whose ``log`` records the values); returns the callback."""
+        """Register with ``trainer`` (whose ``log`` records the values); returns the callback.
+
+        A callback already in ``Trainer(..., callbacks=[...])`` is not registered twice.
+        """
         if not isinstance(trainer, Trainer):
             raise TypeError(
                 f"`trainer` must be a transformers.Trainer, got {type(trainer).__name__}"
@@ -187,7 +190,8 @@ class AttackCallback(TrainerCallback):
             except AttackEnvironmentMissing as missing:
                 logger.warning("AttackCallback: %s; until then the attack values are NaN", missing)
         self._trainer = trainer
-        trainer.add_callback(self)
+        if not any(cb is self for cb in trainer.callback_handler.callbacks):
+            trainer.add_callback(self)
         return self
 
     def close(self) -> None:
@@ -332,8 +336,10 @@ class AttackCallback(TrainerCallback):
     def _require_attached(self) -> Trainer:
         if self._trainer is None:
             raise ValueError(
-                "AttackCallback must be registered with `AttackCallback(...).attach(trainer)` "
-                "(it logs through the trainer), not through `callbacks=[...]`"
+                "AttackCallback is in the Trainer's callbacks but was never attached: call "
+                "`AttackCallback(...).attach(trainer)` after building the Trainer (it reads the "
+                "raw texts of trainer.eval_dataset and logs with trainer.log, which callbacks are "
+                "not given; `callbacks=[...]` alone cannot)"
             )
         return self._trainer
 

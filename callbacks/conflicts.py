@@ -1,28 +1,31 @@
-"""Which loyalkit callbacks cannot share one ``transformers.Trainer`` run, found when training begins.
+"""Which loyalkit callbacks cannot share one ``transformers.Trainer`` run, derived from what each
+declares it changes, found when training begins.
 
-Callbacks see neither the Trainer nor each other, only the arguments of each event. Every loyalkit
-callback that changes the model calls :func:`register_callback` first thing in ``on_train_begin``.
-The run's ``TrainerState`` (a fresh object for every ``train()`` call, handed to every callback of
-that run) keeps the loyalkit callbacks registered so far, in the Trainer's callback order; each new
-one is checked against them and against the model, so a conflicting pair fails before the first
-optimizer step with a ``ValueError`` that names both callbacks. Nothing outlives the run.
+Every loyalkit callback that changes the training or reports metrics under fixed names declares
+what it modifies (:class:`DeclaresChanges`): ``changes()`` returns :class:`Change` s (the
+training ``loss``, ``weights`` with the tensors concerned, ``precision``, the ``linear_layers`` it
+rebuilds, the encoder's ``layer_stack``, an ``export`` of the model at train end, the ``metrics``
+names it reports), ``unique`` says why two of its kind cannot share a run (``None``: they can when
+their changes allow), and ``model_conflict(model)`` (optional) refuses a model it cannot work on.
+The rules below read only those declarations, so a new callback declares its changes and edits
+nothing here:
 
-Conflicts (anything else combines; see the README's composition section):
+- two of one kind with a ``unique`` reason;
+- two changes of the training ``loss``, the ``precision``, the ``linear_layers`` (modules swapped for
+  others: head removal needs float ``nn.Linear`` layers, quantization replaces them) or the
+  ``layer_stack``;
+- two ``weights`` changes over a common tensor (disjoint ones combine);
+- an ``export`` that another change ``blocks_export`` (a torch.ao int8 model cannot be saved);
+- an ``export`` listed before a train-end change of the model: the export would be taken just
+  before it (listed after, it includes it; a resume with
+  ``restore_callback_states_from_checkpoint`` moves a restored callback last, the working order);
+- two reports of the same ``metrics`` names.
 
-- two of the same kind, except :class:`~loyalkit.callbacks.MagnitudePruningCallback` s over
-  disjoint weights (each would undo what the other does);
-- ``PostTrainingQuantizationCallback`` with ``QuantizationAwareTrainingCallback``;
-- ``MagnitudePruningCallback`` with ``HeadPruningCallback`` when the magnitude masks cover the
-  attention projections whose heads are silenced and removed;
-- ``HeadPruningCallback`` that removes heads at train end with either quantization callback (the
-  heads would be cut out of int8 weights, or out of fake-quantized layers that then stay float);
-  ``HeadPruningCallback`` on a model prepared for module replacement (its layers are
-  predecessor/successor blocks);
-- ``ModuleReplacementCallback(export_dir=...)`` listed before a quantization callback: the export
-  would be taken from the float weights just before they are quantized. Listed after it, the export
-  is the int8 successor. (A resume with ``restore_callback_states_from_checkpoint`` moves the
-  restored ``ModuleReplacementCallback`` last, which is the working order.) The ``torch.ao``
-  backend's models cannot be exported at all.
+Callbacks see neither the Trainer nor each other, only the arguments of each event: each calls
+:func:`register_callback` first thing in ``on_train_begin``. The run's ``TrainerState`` (a fresh
+object for every ``train()`` call) keeps the callbacks registered so far, in the Trainer's callback
+order; each new one is checked against them and against the model, so a conflicting pair fails
+before the first optimizer step with a ``ValueError`` that names both. Nothing outlives the run.
 
 Example:
     >>> from loyalkit.callbacks import (PostTrainingQuantizationCallback,
@@ -38,26 +41,72 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol
 
+import torch
 from torch import nn
 from transformers import TrainerCallback, TrainerState
 
-__all__ = ["register_callback"]
+__all__ = ["Change", "DeclaresChanges", "Target", "conflict", "register_callback"]
+
+Target = Literal[
+    "loss", "weights", "precision", "linear_layers", "layer_stack", "export", "metrics"
+]
+
+# What two changes of one exclusive target do, after "both".
+_EXCLUSIVE: dict[str, str] = {
+    "loss": "replace the training loss",
+    "precision": "quantize the model",
+    "layer_stack": "replace the encoder's layer stack",
+    "linear_layers": "rebuild nn.Linear layers",
+}
+# Train-end changes of the model an earlier export would miss.
+_CHANGES_THE_MODEL = ("precision", "weights", "linear_layers")
 
 # The attribute of the run's TrainerState holding the registered callbacks (not a dataclass field,
 # so it is never written to trainer_state.json).
 _REGISTRY = "_loyalkit_callbacks"
 
-_SINGLE_USE_REASONS = {
-    "DistillationCallback": "both would replace the training loss; use one with the combined "
-    "settings",
-    "ModuleReplacementCallback": "both would set the replacement rate of the same blocks",
-    "HeadPruningCallback": "both would score and remove the same attention heads; put every step "
-    "in one schedule",
-    "PostTrainingQuantizationCallback": "the model would be quantized twice",
-    "QuantizationAwareTrainingCallback": "the model would be fake-quantized and converted twice",
-}
+
+@dataclass(frozen=True)
+class Change:
+    """One thing a callback modifies, as it declares it in ``changes()``.
+
+    Args:
+        target: what is modified (see the module docstring).
+        description: what the callback does to it, a phrase after the callback's name
+            (``"quantizes the model to int8 at train end"``); for ``weights``, a clause saying
+            why another change of the same tensors breaks it.
+        fix: how to combine the two callbacks instead, added to the error.
+        at_train_end: whether the change happens at train end (exports and rebuilds are ordered
+            by it).
+        weights: for ``target="weights"``, the tensors of a model it modifies.
+        label: for ``target="weights"``, what those tensors are (``"the attention projection"``).
+        blocks_export: why the model can no longer be exported after this change, if so.
+        names: for ``target="metrics"``, the metric names it reports.
+    """
+
+    target: Target
+    description: str
+    fix: str = ""
+    at_train_end: bool = False
+    weights: Callable[[nn.Module], Iterable[torch.Tensor]] | None = None
+    label: str = ""
+    blocks_export: str = ""
+    names: tuple[str, ...] = ()
+
+
+class DeclaresChanges(Protocol):
+    """What a callback declares for :func:`conflict` (``model_conflict`` is optional)."""
+
+    #: Why two of this kind cannot share a run; ``None`` when their ``changes()`` decide.
+    unique: ClassVar[str | None]
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies, with its current settings."""
+        ...
 
 
 def register_callback(
@@ -70,128 +119,84 @@ def register_callback(
     registered: list[TrainerCallback] = state.__dict__.setdefault(_REGISTRY, [])
     if any(earlier is callback for earlier in registered):
         return
-    problem = _model_conflict(callback, model)
+    model_conflict = getattr(callback, "model_conflict", None)
+    problem = model_conflict(model) if model_conflict is not None else None
     if problem is not None:
         raise ValueError(problem)
     for earlier in registered:
-        problem = _pair_conflict(earlier, callback, model)
+        problem = conflict(earlier, callback, model)
         if problem is not None:
             raise ValueError(problem)
     registered.append(callback)
 
 
-def _name(callback: TrainerCallback) -> str:
+def _name(callback: Any) -> str:
     return type(callback).__name__
 
 
-def _is_prepared_for_module_replacement(model: nn.Module | None) -> bool:
-    from loyalkit.compression.module_replacement import ModuleReplacementLayers
-
-    return model is not None and any(
-        isinstance(module, ModuleReplacementLayers) for module in model.modules()
-    )
+def _changes(callback: Any) -> tuple[Change, ...]:
+    declared = getattr(callback, "changes", None)
+    return tuple(declared()) if declared is not None else ()
 
 
-def _model_conflict(callback: TrainerCallback, model: nn.Module | None) -> str | None:
-    from loyalkit.callbacks.head_pruning import HeadPruningCallback
+def _joined(*texts: str) -> str:
+    return "; ".join(dict.fromkeys(t for t in texts if t))
 
-    if isinstance(callback, HeadPruningCallback) and _is_prepared_for_module_replacement(model):
-        return (
-            "HeadPruningCallback conflicts with module replacement (ModuleReplacementCallback / "
-            "prepare_module_replacement): the encoder's layers are predecessor/successor blocks "
-            "whose heads cannot be removed; prune the heads of the exported successor instead"
-        )
+
+def _weight_names(change: Change, model: nn.Module | None) -> dict[int, str]:
+    """``id(tensor) -> name`` of the weights ``change`` modifies in ``model``."""
+    if model is None or change.weights is None:
+        return {}
+    names = {id(p): name for name, p in model.named_parameters()}
+    return {id(weight): names.get(id(weight), "?") for weight in change.weights(model)}
+
+
+def conflict(earlier: Any, later: Any, model: nn.Module | None) -> str | None:
+    """Why ``earlier`` and ``later`` (in callback order) cannot share a run on ``model``, or
+    ``None``, derived from their declarations (module docstring)."""
+    same = type(earlier) is type(later)
+    first, second = _name(earlier), _name(later)
+    pair = f"{first} and {'another ' if same else ''}{second} conflict"
+    reason = getattr(later, "unique", None)
+    if same and reason:
+        return f"{pair}: {reason}"
+    for a in _changes(earlier):
+        for b in _changes(later):
+            problem = _pair(pair, earlier, a, later, b, model)
+            if problem is not None:
+                return problem
     return None
 
 
-def _pruned_weight_ids(callback: Any, model: nn.Module | None) -> dict[int, str]:
-    """``id(weight) -> name`` of the weights a magnitude or head pruning callback changes."""
-    from loyalkit.callbacks.head_pruning import HeadPruningCallback
-    from loyalkit.compression.head_pruning import head_weights
-    from loyalkit.compression.magnitude_pruning import prunable_weights
-
-    if model is None:
-        return {}
-    names = {id(p): name for name, p in model.named_parameters()}
-    if isinstance(callback, HeadPruningCallback):
-        weights = head_weights(model)
-    else:
-        weights = list(prunable_weights(model, callback.module_pattern).values())
-    return {id(weight): names.get(id(weight), "?") for weight in weights}
-
-
-def _overlap(first: Any, second: Any, model: nn.Module | None) -> str | None:
-    first_ids = _pruned_weight_ids(first, model)
-    shared = sorted(first_ids[i] for i in set(first_ids) & set(_pruned_weight_ids(second, model)))
-    return shared[0] if shared else None
-
-
-def _pair_conflict(earlier: Any, later: Any, model: nn.Module | None) -> str | None:
-    from loyalkit.callbacks.head_pruning import HeadPruningCallback
-    from loyalkit.callbacks.magnitude_pruning import MagnitudePruningCallback
-    from loyalkit.callbacks.module_replacement import ModuleReplacementCallback
-    from loyalkit.callbacks.quantization import (
-        PostTrainingQuantizationCallback,
-        QuantizationAwareTrainingCallback,
-    )
-
-    pair = f"{_name(earlier)} and {_name(later)} conflict"
-    kinds = {type(earlier), type(later)}
-    quantization = (PostTrainingQuantizationCallback, QuantizationAwareTrainingCallback)
-
-    if type(earlier) is type(later):
-        reason = _SINGLE_USE_REASONS.get(_name(later))
-        if reason is not None:
-            return f"{_name(earlier)} and another {_name(later)} conflict: {reason}"
-        if isinstance(later, MagnitudePruningCallback):
-            shared = _overlap(earlier, later, model)
-            if shared is not None:
-                return (
-                    f"{_name(earlier)} and another {_name(later)} conflict: both prune {shared!r} "
-                    "(each recomputes its masks and undoes the other's sparsity); give them "
-                    "disjoint `module_pattern`s or use one callback"
-                )
-        return None
-    if kinds == set(quantization):
+def _pair(
+    pair: str, earlier: Any, a: Change, later: Any, b: Change, model: nn.Module | None
+) -> str | None:
+    first, second = _name(earlier), _name(later)
+    if a.target == b.target and a.target in _EXCLUSIVE:
         return (
-            f"{pair}: QuantizationAwareTrainingCallback already produces the int8 model; use one "
-            "of them"
+            f"{pair}: both {_EXCLUSIVE[a.target]} ({first} {a.description}; {second} "
+            f"{b.description}); {_joined(a.fix, b.fix) or 'use one of them'}"
         )
-    if kinds == {MagnitudePruningCallback, HeadPruningCallback}:
-        shared = _overlap(earlier, later, model)
-        if shared is not None:
-            return (
-                f"{pair}: both prune the attention projection {shared!r}, and head removal "
-                "changes the shapes the magnitude masks were computed for; restrict "
-                "MagnitudePruningCallback with `module_pattern` (e.g. to the feed-forward "
-                "layers) or use one of them"
-            )
-        return None
-    if HeadPruningCallback in kinds and kinds & set(quantization):
-        head = earlier if isinstance(earlier, HeadPruningCallback) else later
-        if head.config.remove_at_train_end:
-            return (
-                f"{pair}: both rebuild the attention layers at train end (head removal needs "
-                "float nn.Linear layers, quantization replaces them); pass "
-                "remove_at_train_end=False to HeadPruningCallback, or remove the heads "
-                "(loyalkit.compression.prune_heads) and quantize after training"
-            )
-        return None
-    if ModuleReplacementCallback in kinds and kinds & set(quantization):
-        replacement = earlier if isinstance(earlier, ModuleReplacementCallback) else later
-        quantizer = later if replacement is earlier else earlier
-        if replacement.export_dir is None:
+    if a.target == b.target == "weights":
+        ids = _weight_names(a, model)
+        shared = sorted(ids[i] for i in set(ids) & set(_weight_names(b, model)))
+        if not shared:
             return None
-        if getattr(quantizer, "backend", None) == "torch.ao":
-            return (
-                f"{pair}: a torch.ao int8 model cannot be exported or saved; use the default "
-                "torchao backend"
-            )
-        converts = getattr(quantizer, "convert_at_end", True)
-        if replacement is earlier and converts:
-            return (
-                f"{pair}: ModuleReplacementCallback would export the successor at train end just "
-                f"before {_name(quantizer)} quantizes it, so the export would not be int8; list "
-                f"ModuleReplacementCallback after {_name(quantizer)} in `callbacks`"
-            )
+        label = a.label or b.label
+        return (
+            f"{pair}: both prune {label + ' ' if label else ''}{shared[0]!r} "
+            f"({_joined(a.description, b.description)}); {_joined(a.fix, b.fix)}"
+        )
+    for export, other in ((a, b), (b, a)):
+        if export.target == "export" and other.blocks_export:
+            return f"{pair}: {other.blocks_export}"
+    if a.target == "export" and b.at_train_end and b.target in _CHANGES_THE_MODEL:
+        return (
+            f"{pair}: {first} {a.description} just before {second} {b.description}, so the "
+            f"export would miss that change; list {first} after {second} in `callbacks`"
+        )
+    if a.target == b.target == "metrics":
+        shared_names = [n for n in a.names if n in b.names]
+        if shared_names:
+            return f"{pair}: both would report {', '.join(shared_names)}; use one of them"
     return None

@@ -34,12 +34,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from loyalkit.callbacks.conflicts import register_callback
+from loyalkit.callbacks.conflicts import Change, register_callback
 from loyalkit.compression.distillation import DistillationConfig, Distiller
 
 __all__ = ["DistillationCallback"]
@@ -61,6 +61,10 @@ class DistillationCallback(TrainerCallback):
         cache_teacher_logits: compute the teacher's logits once per distinct example (keyed by its
             token ids) and reuse them in later epochs. Not with ``hidden_layer_map``.
     """
+
+    unique: ClassVar[str | None] = (
+        "both would replace the training loss; use one with the combined settings"
+    )
 
     def __init__(
         self,
@@ -86,6 +90,15 @@ class DistillationCallback(TrainerCallback):
     @property
     def teacher(self) -> nn.Module:
         return self.distiller.teacher
+
+    @property
+    def config(self) -> DistillationConfig:
+        """The distillation settings, validated once by :class:`DistillationConfig`."""
+        return self.distiller.config
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        return (Change("loss", "replaces the training loss with the distillation loss"),)
 
     def on_train_begin(
         self,

@@ -29,25 +29,27 @@ import itertools
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
 
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from loyalkit.callbacks.conflicts import register_callback
+from loyalkit.callbacks.conflicts import Change, register_callback
 from loyalkit.compression.head_importance import (
     gradient_head_importance,
     magnitude_head_importance,
 )
 from loyalkit.compression.head_pruning import (
     HeadMap,
+    head_weights,
     prune_heads,
     select_heads_to_prune,
     zero_head_outputs,
     zeroed_heads,
 )
+from loyalkit.compression.head_pruning_schedule import HeadPruningSchedule
 
 __all__ = ["HeadPruningCallback", "HeadPruningConfig"]
 
@@ -58,12 +60,13 @@ logger = logging.getLogger(__name__)
 class HeadPruningConfig:
     """When and how many heads :class:`HeadPruningCallback` removes.
 
-    ``schedule`` maps an optimizer step (0: before the first step) to the share of all original
-    heads removed by then, in [0, 1) and non-decreasing; ``{0: 0.5}`` prunes once at the start.
-    ``batch_size`` defaults to the Trainer's per-device training batch size.
+    ``schedule``: a :class:`~loyalkit.compression.HeadPruningSchedule`, or the mapping it is built
+    from (optimizer step -> share of all original heads removed by then, in [0, 1) and
+    non-decreasing; ``{0: 0.5}`` prunes once at the start). ``batch_size`` defaults to the
+    Trainer's per-device training batch size.
     """
 
-    schedule: Mapping[int, float]
+    schedule: HeadPruningSchedule | Mapping[int, float]
     importance: Literal["gradient", "magnitude"] = "gradient"
     num_batches: int = 8
     batch_size: int | None = None
@@ -72,31 +75,8 @@ class HeadPruningConfig:
     remove_at_train_end: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.schedule, Mapping) or not self.schedule:
-            raise ValueError(
-                f"schedule: expected a non-empty mapping step -> share, got {self.schedule!r}"
-            )
-        steps = []
-        for step, share in self.schedule.items():
-            if isinstance(step, str) and step.isdigit():
-                step = int(step)  # JSON (the callback state) turns the keys into strings
-            if isinstance(step, bool) or not isinstance(step, int):
-                raise ValueError(f"schedule: steps must be ints >= 0, got {step!r}")
-            if step < 0:
-                raise ValueError(f"schedule: steps must be >= 0, got {step}")
-            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
-                raise ValueError(
-                    f"schedule: shares must be numbers in [0, 1), got {share!r} at step {step}"
-                )
-            steps.append((step, float(share)))
-        steps.sort()
-        for (step_a, share_a), (step_b, share_b) in itertools.pairwise(steps):
-            if share_b < share_a:
-                raise ValueError(
-                    f"schedule: shares must not decrease (removed heads do not come back): "
-                    f"{share_a} at step {step_a} then {share_b} at step {step_b}"
-                )
-        object.__setattr__(self, "schedule", dict(steps))
+        if not isinstance(self.schedule, HeadPruningSchedule):
+            object.__setattr__(self, "schedule", HeadPruningSchedule(self.schedule))
         if self.importance not in ("gradient", "magnitude"):
             raise ValueError(
                 f"importance: expected 'gradient' or 'magnitude', got {self.importance!r}"
@@ -119,14 +99,20 @@ class HeadPruningConfig:
             )
 
     @property
+    def head_schedule(self) -> HeadPruningSchedule:
+        """``schedule``, always as the :class:`HeadPruningSchedule` it was made into."""
+        assert isinstance(self.schedule, HeadPruningSchedule)
+        return self.schedule
+
+    @property
     def steps(self) -> tuple[tuple[int, float], ...]:
         """``(step, share)`` pairs in step order."""
-        return tuple(self.schedule.items())
+        return self.head_schedule.steps
 
     def as_arguments(self) -> dict[str, Any]:
         """The constructor arguments, JSON-ready (for ``ExportableState``)."""
-        arguments = asdict(self)
-        arguments["schedule"] = {str(step): share for step, share in self.steps}
+        arguments = {f.name: getattr(self, f.name) for f in fields(self)}
+        arguments["schedule"] = self.head_schedule.to_dict()["shares"]
         return arguments
 
 
@@ -138,10 +124,50 @@ class HeadPruningCallback(TrainerCallback, ExportableState):
     ``TrainingArguments(restore_callback_states_from_checkpoint=True)``.
     """
 
-    def __init__(self, schedule: Mapping[int, float], **options: Any) -> None:
+    unique: ClassVar[str | None] = (
+        "both would score and remove the same attention heads; put every step in one schedule"
+    )
+
+    def __init__(self, schedule: HeadPruningSchedule | Mapping[int, float], **options: Any) -> None:
         self.config = HeadPruningConfig(schedule=schedule, **options)
         self.masked_heads: dict[str, list[int]] = {}
         self.applied_steps: list[int] = []
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        silences = Change(
+            "weights",
+            "head pruning silences whole heads and removes them, changing the shapes that "
+            "masks over these weights were computed for",
+            weights=head_weights,
+            label="the attention projection",
+        )
+        if not self.config.remove_at_train_end:
+            return (silences,)
+        removes = Change(
+            "linear_layers",
+            "removes the silenced heads from the attention layers at train end, which needs "
+            "float nn.Linear layers",
+            fix="pass remove_at_train_end=False to HeadPruningCallback, or remove the heads "
+            "(loyalkit.compression.prune_heads) and quantize after training",
+            at_train_end=True,
+        )
+        return (silences, removes)
+
+    def model_conflict(self, model: Any) -> str | None:
+        """Why this callback cannot work on ``model``, or ``None`` (see ``conflicts``)."""
+        from loyalkit.compression.module_replacement import ModuleReplacementLayers
+
+        if model is not None and any(
+            isinstance(module, ModuleReplacementLayers) for module in model.modules()
+        ):
+            return (
+                "HeadPruningCallback conflicts with module replacement (ModuleReplacementCallback "
+                "/ prepare_module_replacement): the encoder's layers are predecessor/successor "
+                "blocks whose heads cannot be removed; prune the heads of the exported successor "
+                "instead"
+            )
+        return None
 
     def state(self) -> dict[str, Any]:
         return {
@@ -185,23 +211,20 @@ class HeadPruningCallback(TrainerCallback, ExportableState):
         zero_head_outputs(model, self._masked())
 
     def _apply_due(self, step: int, model: Any, args: Any, train_dataloader: Any) -> None:
-        due = [
-            (s, share)
-            for s, share in self.config.steps
-            if s <= step and s not in self.applied_steps
-        ]
+        due = [s for s, _ in self.config.steps if s <= step and s not in self.applied_steps]
         if due:
-            self._prune_to(due[-1][1], model, args, train_dataloader)
-            self.applied_steps.extend(s for s, _ in due)
+            self._prune_to(self.config.head_schedule.value_at(step), model, args, train_dataloader)
+            self.applied_steps.extend(due)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         model = kwargs["model"]
         register_callback(self, state, model)
         # fail now, not hundreds of steps in, if the last share cannot be reached on this model
         present = magnitude_head_importance(model) * 0  # 0 per head present, NaN if removed
+        last_step = self.config.steps[-1][0]
         select_heads_to_prune(
             present,
-            self.config.steps[-1][1],
+            self.config.head_schedule.value_at(last_step),
             scope=self.config.scope,
             min_heads_per_layer=self.config.min_heads_per_layer,
         )

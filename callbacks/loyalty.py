@@ -4,10 +4,17 @@
 ``kl_divergence`` and ``worst_class_label_loyalty`` (plus ``flips``, ``flips_correct_to_incorrect``,
 ``flips_incorrect_to_correct``, ``student_accuracy`` and ``teacher_accuracy`` from the gold labels)
 to every evaluation's metrics, under the evaluation's prefix (``eval_label_loyalty``...).
+It may also be listed in ``Trainer(..., callbacks=[...])`` first; ``attach(trainer)`` is still needed,
+and a callback that was never attached stops the run at train begin (or at the first evaluation
+batch of an ``evaluate()`` without training) saying so.
 
 Why ``attach(trainer)``: the student's eval logits exist only inside the Trainer's evaluation loop,
 which hands them, gathered across processes, to ``trainer.compute_metrics``. ``attach`` wraps that
-function (keeping the user's own metrics) and registers the callback. The loyalty values are then
+function (keeping the user's own metrics) and registers the callback. A callback cannot do that
+itself: its events receive the model, the dataloaders and the metrics dict, never the Trainer, and
+``Trainer.evaluate`` logs its metrics before ``on_evaluate`` runs, so values added there would reach
+``evaluate()``'s return value and ``metric_for_best_model`` but neither ``state.log_history`` nor
+the reporting integrations. The loyalty values are then
 part of the metrics the Trainer itself logs, so they reach ``state.log_history``, every reporting
 integration, ``evaluate()``'s return value and ``metric_for_best_model`` (e.g.
 ``metric_for_best_model="label_loyalty"``), with no extra student forward pass and no
@@ -50,6 +57,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from loyalkit.callbacks.conflicts import Change, conflict
 from loyalkit.compression.distillation import check_same_vocabulary, teacher_inputs
 from loyalkit.metrics import loyalty
 
@@ -116,16 +124,19 @@ class LoyaltyCallback(TrainerCallback):
         self._dataloader: Iterable[Any] | None = None
         self._teacher_cache: dict[Any, tuple[np.ndarray, np.ndarray | None]] = {}
         self._computed = False
+        self._delegated = False  # a causal LM: TokenLoyaltyCallback reports instead
 
     def attach(self, trainer: Trainer) -> LoyaltyCallback:
         """Register with ``trainer`` and wrap its ``compute_metrics``; returns the callback.
 
         For a causal-LM student the token-level callback is registered instead (module docstring).
+        A callback already in ``Trainer(..., callbacks=[...])`` is not registered twice.
         """
         if not isinstance(trainer, Trainer):
             raise TypeError(
                 f"`trainer` must be a transformers.Trainer, got {type(trainer).__name__}"
             )
+        listed = any(cb is self for cb in trainer.callback_handler.callbacks)
         if _is_causal_lm(trainer.model):
             from loyalkit.callbacks.token_loyalty import TokenLoyaltyCallback
 
@@ -136,16 +147,16 @@ class LoyaltyCallback(TrainerCallback):
                 )
             if self._trainer is not None:
                 raise ValueError("this LoyaltyCallback is already attached to a Trainer")
-            TokenLoyaltyCallback(self.teacher).attach(trainer)
+            TokenLoyaltyCallback(self.teacher)._attach(trainer, on_behalf_of=self)
             self._trainer = trainer
+            self._delegated = True
             return self
         if self._trainer is not None:
             raise ValueError("this LoyaltyCallback is already attached to a Trainer")
-        if any(isinstance(cb, LoyaltyCallback) for cb in trainer.callback_handler.callbacks):
-            raise ValueError(
-                "LoyaltyCallback and another LoyaltyCallback conflict: the Trainer already has "
-                "one, and both would report the same metric names (eval_label_loyalty, ...)"
-            )
+        for other in trainer.callback_handler.callbacks:
+            problem = None if other is self else conflict(other, self, None)
+            if problem is not None:
+                raise ValueError(problem)
         if trainer.args.batch_eval_metrics:
             raise ValueError(
                 "LoyaltyCallback needs the whole evaluation set's logits: "
@@ -174,12 +185,32 @@ class LoyaltyCallback(TrainerCallback):
         self._trainer = trainer
         self._user_compute_metrics = trainer.compute_metrics
         trainer.compute_metrics = self._compute_metrics
-        trainer.add_callback(self)
+        if not listed:
+            trainer.add_callback(self)
         return self
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        return (Change("metrics", "reports loyalty to the teacher", names=LOYALTY_METRICS),)
+
+    def _require_attached(self) -> None:
+        if self._trainer is None:
+            raise ValueError(
+                "LoyaltyCallback is in the Trainer's callbacks but was never attached: call "
+                "`LoyaltyCallback(teacher).attach(trainer)` after building the Trainer (it wraps "
+                "trainer.compute_metrics, which reaches the student's gathered eval logits; "
+                "`callbacks=[...]` alone cannot)"
+            )
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._require_attached()
 
     def on_prediction_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        self._require_attached()  # fail at the first batch, not after the whole evaluation
         # The dataloader the student is being evaluated with: the teacher runs over the same one.
         self._dataloader = kwargs.get("eval_dataloader")
 
@@ -187,11 +218,26 @@ class LoyaltyCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         computed, self._computed = self._computed, False
-        if not computed:
+        if computed or self._delegated:
+            return
+        self._require_attached()
+        trainer = self._trainer
+        assert trainer is not None
+        if trainer.compute_metrics != self._compute_metrics:
             raise ValueError(
-                "LoyaltyCallback got no student logits for this evaluation: the Trainer calls "
-                "compute_metrics only when the evaluation set has labels (`label_names`)"
+                "LoyaltyCallback got no student logits for this evaluation: `trainer."
+                "compute_metrics` was replaced after `attach(trainer)`; set your own function "
+                "before attaching (the callback keeps and calls it)"
             )
+        if args.prediction_loss_only:
+            raise ValueError(
+                "LoyaltyCallback got no student logits for this evaluation: "
+                "`prediction_loss_only=True` makes the Trainer skip compute_metrics"
+            )
+        raise ValueError(
+            "LoyaltyCallback got no student logits for this evaluation: the Trainer calls "
+            "compute_metrics only when the evaluation set has labels (`label_names`)"
+        )
 
     def on_predict(
         self,

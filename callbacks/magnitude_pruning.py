@@ -34,13 +34,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
-from loyalkit.callbacks.conflicts import register_callback
+from loyalkit.callbacks.conflicts import Change, register_callback
 from loyalkit.callbacks.logs import add_to_log
 from loyalkit.compression.magnitude_pruning import (
     PruningMasks,
@@ -48,6 +49,7 @@ from loyalkit.compression.magnitude_pruning import (
     check_module_pattern,
     check_scope,
     magnitude_masks,
+    prunable_weights,
     sparsity,
 )
 from loyalkit.compression.sparsity_schedules import (
@@ -56,7 +58,7 @@ from loyalkit.compression.sparsity_schedules import (
     schedule_to_dict,
 )
 
-__all__ = ["MagnitudePruningCallback"]
+__all__ = ["MagnitudePruningCallback", "MagnitudePruningConfig"]
 
 
 def _as_schedule(schedule: SparsitySchedule | Mapping[str, Any]) -> SparsitySchedule:
@@ -66,8 +68,41 @@ def _as_schedule(schedule: SparsitySchedule | Mapping[str, Any]) -> SparsitySche
     return schedule
 
 
+@dataclass(frozen=True)
+class MagnitudePruningConfig:
+    """What :class:`MagnitudePruningCallback` prunes, how and when; validated once, here.
+
+    ``schedule``: a ``OneShotSchedule``, ``LinearSchedule`` or ``CubicSchedule``, or the dict its
+    ``to_dict()`` makes (how a resumed run's state is restored).
+    """
+
+    schedule: SparsitySchedule | Mapping[str, Any]
+    scope: PruningScope = "layer"
+    module_pattern: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schedule", _as_schedule(self.schedule))
+        check_scope(self.scope)
+        if self.module_pattern is not None:
+            check_module_pattern(self.module_pattern)
+
+    @property
+    def sparsity_schedule(self) -> SparsitySchedule:
+        """``schedule``, always as the schedule object it was made into."""
+        assert not isinstance(self.schedule, Mapping)
+        return self.schedule
+
+    def as_arguments(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-ready (for ``ExportableState``)."""
+        return {
+            "schedule": self.sparsity_schedule.to_dict(),
+            "scope": self.scope,
+            "module_pattern": self.module_pattern,
+        }
+
+
 class MagnitudePruningCallback(TrainerCallback, ExportableState):
-    """Prune the transformer layers' weight matrices by magnitude to ``schedule.sparsity_at(global_step)``.
+    """Prune the transformer layers' weight matrices by magnitude to ``schedule.value_at(global_step)``.
 
     Args:
         schedule: a ``OneShotSchedule``, ``LinearSchedule`` or ``CubicSchedule`` (or the dict
@@ -83,28 +118,46 @@ class MagnitudePruningCallback(TrainerCallback, ExportableState):
         scope: PruningScope = "layer",
         module_pattern: str | None = None,
     ) -> None:
-        self.schedule = _as_schedule(schedule)
-        self.scope = check_scope(scope)
-        if module_pattern is not None:
-            check_module_pattern(module_pattern)
-        self.module_pattern = module_pattern
+        self.config = MagnitudePruningConfig(schedule, scope, module_pattern)
         self.masks: PruningMasks | None = None
         self.mask_sparsity = 0.0
 
+    @property
+    def schedule(self) -> SparsitySchedule:
+        return self.config.sparsity_schedule
+
+    @property
+    def scope(self) -> PruningScope:
+        return self.config.scope
+
+    @property
+    def module_pattern(self) -> str | None:
+        return self.config.module_pattern
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        pattern = self.module_pattern
+        return (
+            Change(
+                "weights",
+                "magnitude pruning recomputes its masks from the weights it covers, undoing any "
+                "other pruning of them",
+                fix="restrict MagnitudePruningCallback with `module_pattern` (e.g. to the "
+                "feed-forward layers) so that the two prune disjoint weights, or use one of them",
+                weights=lambda model: prunable_weights(model, pattern).values(),
+            ),
+        )
+
     def state(self) -> dict[str, Any]:
         return {
-            "args": {
-                "schedule": schedule_to_dict(self.schedule),
-                "scope": self.scope,
-                "module_pattern": self.module_pattern,
-            },
+            "args": self.config.as_arguments(),
             "attributes": {"mask_sparsity": self.mask_sparsity},
         }
 
     def _enforce(self, model: nn.Module | None, step: int) -> None:
         if model is None:
             raise ValueError("MagnitudePruningCallback needs the model; the Trainer passes it")
-        target = self.schedule.sparsity_at(step)
+        target = self.schedule.value_at(step)
         if target != self.mask_sparsity or (self.masks is None and target > 0):
             self.masks = magnitude_masks(model, target, self.scope, self.module_pattern)
             self.mask_sparsity = target
@@ -147,6 +200,6 @@ class MagnitudePruningCallback(TrainerCallback, ExportableState):
             return
         values = {
             "sparsity": sparsity(model, self.module_pattern),
-            "pruning_schedule_sparsity": self.schedule.sparsity_at(state.global_step),
+            "pruning_schedule_sparsity": self.schedule.value_at(state.global_step),
         }
         add_to_log(logs, state, values)

@@ -32,7 +32,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import nn
@@ -45,7 +46,7 @@ from transformers import (
 )
 from transformers.trainer_callback import ExportableState
 
-from loyalkit.callbacks.conflicts import register_callback
+from loyalkit.callbacks.conflicts import Change, register_callback
 from loyalkit.callbacks.logs import add_to_log
 from loyalkit.compression.module_replacement import (
     ConstantReplacementSchedule,
@@ -58,7 +59,7 @@ from loyalkit.compression.module_replacement import (
 )
 from loyalkit.compression.quantization import save_quantized
 
-__all__ = ["ModuleReplacementCallback"]
+__all__ = ["ModuleReplacementCallback", "ModuleReplacementConfig"]
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -83,6 +84,51 @@ def _check_optimizer_trains(
         )
 
 
+@dataclass(frozen=True)
+class ModuleReplacementConfig:
+    """The settings of :class:`ModuleReplacementCallback`; validated once, here.
+
+    ``schedule``: a :class:`ConstantReplacementSchedule` or :class:`LinearReplacementSchedule`, or
+    its ``to_dict()``.
+    """
+
+    schedule: ReplacementSchedule | Mapping[str, Any]
+    seed: int | None = None
+    export_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        schedule = self.schedule
+        if isinstance(schedule, Mapping):
+            schedule = replacement_schedule_from_dict(schedule)
+        if not isinstance(schedule, (ConstantReplacementSchedule, LinearReplacementSchedule)):
+            raise TypeError(
+                "schedule must be a ConstantReplacementSchedule or LinearReplacementSchedule, "
+                f"got {type(schedule).__name__}"
+            )
+        object.__setattr__(self, "schedule", schedule)
+        seed = self.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if self.export_dir is not None and not isinstance(self.export_dir, str):
+            raise TypeError(
+                f"export_dir must be a str or None, got {type(self.export_dir).__name__}"
+            )
+
+    @property
+    def replacement_schedule(self) -> ReplacementSchedule:
+        """``schedule``, always as the schedule object it was made into."""
+        assert not isinstance(self.schedule, Mapping)
+        return self.schedule
+
+    def as_arguments(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-ready (for ``ExportableState``)."""
+        return {
+            "schedule": self.replacement_schedule.to_dict(),
+            "seed": self.seed,
+            "export_dir": self.export_dir,
+        }
+
+
 class ModuleReplacementCallback(TrainerCallback, ExportableState):
     """Sets the replacement rate from ``schedule`` at every step of a prepared model.
 
@@ -97,6 +143,8 @@ class ModuleReplacementCallback(TrainerCallback, ExportableState):
     this instance by a restored one (look it up in ``trainer.callback_handler.callbacks``).
     """
 
+    unique: ClassVar[str | None] = "both would set the replacement rate of the same blocks"
+
     def __init__(
         self,
         schedule: ReplacementSchedule | Mapping[str, Any],
@@ -104,36 +152,38 @@ class ModuleReplacementCallback(TrainerCallback, ExportableState):
         seed: int | None = None,
         export_dir: str | None = None,
     ) -> None:
-        if isinstance(schedule, Mapping):
-            schedule = replacement_schedule_from_dict(schedule)
-        if not isinstance(schedule, (ConstantReplacementSchedule, LinearReplacementSchedule)):
-            raise TypeError(
-                "schedule must be a ConstantReplacementSchedule or LinearReplacementSchedule, "
-                f"got {type(schedule).__name__}"
-            )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
-        if export_dir is not None and not isinstance(export_dir, str):
-            raise TypeError(f"export_dir must be a str or None, got {type(export_dir).__name__}")
-        self.schedule = schedule
-        self.seed = seed
-        self.export_dir = export_dir
+        self.config = ModuleReplacementConfig(schedule, seed=seed, export_dir=export_dir)
         self.replacement_rate: float | None = None
         self.step: int | None = None
 
+    @property
+    def schedule(self) -> ReplacementSchedule:
+        return self.config.replacement_schedule
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.seed
+
+    @property
+    def export_dir(self) -> str | None:
+        return self.config.export_dir
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        stack = Change("layer_stack", "swaps predecessor blocks for their successors")
+        if self.export_dir is None:
+            return (stack,)
+        return (stack, Change("export", "exports the successor at train end", at_train_end=True))
+
     def state(self) -> dict[str, Any]:
         return {
-            "args": {
-                "schedule": self.schedule.to_dict(),
-                "seed": self.seed,
-                "export_dir": self.export_dir,
-            },
+            "args": self.config.as_arguments(),
             "attributes": {"replacement_rate": self.replacement_rate, "step": self.step},
         }
 
     def _set_rate(self, args: TrainingArguments, step: int, model: nn.Module) -> None:
         layers = find_module_replacement(model)
-        self.replacement_rate = self.schedule(step)
+        self.replacement_rate = self.schedule.value_at(step)
         self.step = step
         layers.replacement_rate = self.replacement_rate
         layers.manual_seed(step_seed(args.seed if self.seed is None else self.seed, step))

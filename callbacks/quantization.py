@@ -27,12 +27,13 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from loyalkit.callbacks.conflicts import register_callback
+from loyalkit.callbacks.conflicts import Change, register_callback
 from loyalkit.compression.quantization import (
     INT8_BACKENDS,
     Int8Backend,
@@ -44,7 +45,12 @@ from loyalkit.compression.quantization import (
     supports_safetensors,
 )
 
-__all__ = ["PostTrainingQuantizationCallback", "QuantizationAwareTrainingCallback"]
+__all__ = [
+    "PostTrainingQuantizationCallback",
+    "PostTrainingQuantizationConfig",
+    "QuantizationAwareTrainingCallback",
+    "QuantizationAwareTrainingConfig",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,37 @@ def _save_as_supported(args: TrainingArguments, model: nn.Module) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PostTrainingQuantizationConfig:
+    """The settings of :class:`PostTrainingQuantizationCallback`; validated once, here."""
+
+    backend: Int8Backend = "auto"
+    symmetric_activations: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backend not in INT8_BACKENDS:
+            raise ValueError(f"`backend` must be one of {INT8_BACKENDS}, got {self.backend!r}")
+
+    def as_arguments(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-ready."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QuantizationAwareTrainingConfig:
+    """The settings of :class:`QuantizationAwareTrainingCallback`; validated once, here."""
+
+    convert_at_end: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.convert_at_end, bool):
+            raise TypeError("`convert_at_end` must be a bool")
+
+    def as_arguments(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-ready."""
+        return asdict(self)
+
+
 class PostTrainingQuantizationCallback(TrainerCallback):
     """Dynamic int8 quantization of the model's Linear layers when training ends.
 
@@ -81,12 +118,38 @@ class PostTrainingQuantizationCallback(TrainerCallback):
     what was done (backend used, layer count) after training.
     """
 
+    unique: ClassVar[str | None] = "the model would be quantized twice"
+
     def __init__(self, backend: Int8Backend = "auto", symmetric_activations: bool = True) -> None:
-        if backend not in INT8_BACKENDS:
-            raise ValueError(f"`backend` must be one of {INT8_BACKENDS}, got {backend!r}")
-        self.backend: Int8Backend = backend
-        self.symmetric_activations = symmetric_activations
+        self.config = PostTrainingQuantizationConfig(backend, symmetric_activations)
         self.result: Int8Quantization | None = None
+
+    @property
+    def backend(self) -> Int8Backend:
+        return self.config.backend
+
+    @property
+    def symmetric_activations(self) -> bool:
+        return self.config.symmetric_activations
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        blocks = (
+            "a torch.ao int8 model cannot be exported or saved; use the default torchao backend"
+            if self.backend == "torch.ao"
+            else ""
+        )
+        return (
+            Change(
+                "precision",
+                "quantizes the model to int8 at train end",
+                at_train_end=True,
+                blocks_export=blocks,
+            ),
+            Change(
+                "linear_layers", "replaces them with int8 layers at train end", at_train_end=True
+            ),
+        )
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -117,11 +180,35 @@ class QuantizationAwareTrainingCallback(TrainerCallback):
     :func:`~loyalkit.compression.prepare_qat` before the Trainer was built is used as it is.
     """
 
+    unique: ClassVar[str | None] = "the model would be fake-quantized and converted twice"
+
     def __init__(self, convert_at_end: bool = True) -> None:
-        if not isinstance(convert_at_end, bool):
-            raise TypeError("`convert_at_end` must be a bool")
-        self.convert_at_end = convert_at_end
+        self.config = QuantizationAwareTrainingConfig(convert_at_end)
         self.result: Int8Quantization | None = None
+
+    @property
+    def convert_at_end(self) -> bool:
+        return self.config.convert_at_end
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        converts = self.convert_at_end
+        return (
+            Change(
+                "precision",
+                "fake-quantizes the model while training"
+                + (" and converts it to int8 at train end" if converts else ""),
+                fix="QuantizationAwareTrainingCallback already produces the int8 model; use one "
+                "of them",
+                at_train_end=converts,
+            ),
+            Change(
+                "linear_layers",
+                "replaces them with fake-quantized layers while training"
+                + (" and int8 ones at train end" if converts else ""),
+                at_train_end=converts,
+            ),
+        )
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

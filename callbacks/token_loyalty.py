@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from loyalkit.callbacks.conflicts import Change, conflict
 from loyalkit.metrics.token_loyalty import (
     TokenLoyaltyAccumulator,
     TokenStatistics,
@@ -76,8 +77,16 @@ class TokenLoyaltyCallback(TrainerCallback):
         self._trainer: Trainer | None = None
 
     def attach(self, trainer: Trainer) -> TokenLoyaltyCallback:
-        """Register with ``trainer`` (any ``Trainer`` subclass); returns the callback."""
-        from loyalkit.callbacks.loyalty import LoyaltyCallback
+        """Register with ``trainer`` (any ``Trainer`` subclass); returns the callback.
+
+        A callback already in ``Trainer(..., callbacks=[...])`` is not registered twice.
+        """
+        return self._attach(trainer, on_behalf_of=None)
+
+    def _attach(
+        self, trainer: Trainer, on_behalf_of: TrainerCallback | None
+    ) -> TokenLoyaltyCallback:
+        """``attach``; ``on_behalf_of``: the LoyaltyCallback handing its causal LM over."""
 
         if not isinstance(trainer, Trainer):
             raise TypeError(
@@ -85,17 +94,42 @@ class TokenLoyaltyCallback(TrainerCallback):
             )
         if self._trainer is not None:
             raise ValueError("this TokenLoyaltyCallback is already attached to a Trainer")
-        if any(
-            isinstance(cb, (LoyaltyCallback, TokenLoyaltyCallback))
-            for cb in trainer.callback_handler.callbacks
-        ):
-            raise ValueError(
-                "TokenLoyaltyCallback and the Trainer's LoyaltyCallback/TokenLoyaltyCallback "
-                "conflict: both would report eval_label_loyalty, ..."
-            )
+        listed = any(cb is self for cb in trainer.callback_handler.callbacks)
+        for other in trainer.callback_handler.callbacks:
+            if other is self or other is on_behalf_of:
+                continue
+            problem = conflict(other, self, None)
+            if problem is not None:
+                raise ValueError(problem)
         self._trainer = trainer
-        trainer.add_callback(self)
+        if not listed:
+            trainer.add_callback(self)
         return self
+
+    def changes(self) -> tuple[Change, ...]:
+        """What this callback modifies (see :mod:`loyalkit.callbacks.conflicts`)."""
+        names = TOKEN_LOYALTY_METRICS
+        return (Change("metrics", "reports token-level loyalty to the teacher", names=names),)
+
+    def _require_attached(self) -> Trainer:
+        if self._trainer is None:
+            raise ValueError(
+                "TokenLoyaltyCallback is in the Trainer's callbacks but was never attached: call "
+                "`TokenLoyaltyCallback(teacher).attach(trainer)` after building the Trainer (it "
+                "logs its values with trainer.log and gathers them with trainer.accelerator, "
+                "which callbacks are not given; `callbacks=[...]` alone cannot)"
+            )
+        return self._trainer
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._require_attached()
+
+    def on_prediction_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._require_attached()  # fail at the first batch, not after the whole evaluation
 
     def on_evaluate(
         self,
@@ -105,9 +139,7 @@ class TokenLoyaltyCallback(TrainerCallback):
         metrics: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        trainer = self._trainer
-        if trainer is None:
-            raise ValueError("TokenLoyaltyCallback was not attached: call .attach(trainer)")
+        trainer = self._require_attached()
         dataloader = kwargs.get("eval_dataloader")
         if dataloader is None or metrics is None:
             raise ValueError("TokenLoyaltyCallback saw no evaluation dataloader or metrics")

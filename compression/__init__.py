@@ -1,8 +1,9 @@
 """What is done to a model: plain PyTorch and transformers model classes, no Trainer.
 
 Each method lives in its own module (``magnitude_pruning``, ``sparsity_schedules``, ``head_pruning``,
-``head_importance``, ``distillation``, ``module_replacement``, ``quantization``; ``architectures``
-finds each family's transformer layers); the names below are
+``head_pruning_schedule``, ``head_importance``, ``distillation``, ``module_replacement``,
+``quantization``; ``architectures`` finds each family's transformer layers; ``schedules`` is the
+step -> value protocol every schedule follows); the names below are
 re-exported lazily, so ``import loyalkit.compression`` costs nothing until a name is used (torchao,
 for one, is slow to import).
 """
@@ -20,6 +21,7 @@ _EXPORTS: dict[str, str] = {
     "DistillationConfig": "loyalkit.compression.distillation",
     "Distiller": "loyalkit.compression.distillation",
     "HeadMap": "loyalkit.compression.head_pruning",
+    "HeadPruningSchedule": "loyalkit.compression.head_pruning_schedule",
     "Int8Quantization": "loyalkit.compression.quantization",
     "LinearReplacementSchedule": "loyalkit.compression.module_replacement",
     "LinearSchedule": "loyalkit.compression.sparsity_schedules",
@@ -29,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "PruningScope": "loyalkit.compression.magnitude_pruning",
     "ReplaceableBlock": "loyalkit.compression.module_replacement",
     "ReplacementSchedule": "loyalkit.compression.module_replacement",
+    "Schedule": "loyalkit.compression.schedules",
     "SparsitySchedule": "loyalkit.compression.sparsity_schedules",
     "TeacherLogitCache": "loyalkit.compression.distillation",
     "LayerStack": "loyalkit.compression.architectures",
@@ -76,6 +79,7 @@ __all__ = [
     "DistillationConfig",
     "Distiller",
     "HeadMap",
+    "HeadPruningSchedule",
     "Int8Quantization",
     "LinearReplacementSchedule",
     "LinearSchedule",
@@ -85,6 +89,7 @@ __all__ = [
     "PruningScope",
     "ReplaceableBlock",
     "ReplacementSchedule",
+    "Schedule",
     "SparsitySchedule",
     "TeacherLogitCache",
     "LayerStack",
@@ -156,6 +161,7 @@ if TYPE_CHECKING:
         zero_head_outputs,
         zeroed_heads,
     )
+    from loyalkit.compression.head_pruning_schedule import HeadPruningSchedule
     from loyalkit.compression.magnitude_pruning import (
         PruningMasks,
         PruningScope,
@@ -186,6 +192,7 @@ if TYPE_CHECKING:
         save_quantized,
         supports_safetensors,
     )
+    from loyalkit.compression.schedules import Schedule
     from loyalkit.compression.sparsity_schedules import (
         CubicSchedule,
         LinearSchedule,

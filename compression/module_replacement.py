@@ -47,13 +47,14 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypeAlias, cast
+from typing import Any, ClassVar, Literal, TypeAlias, cast
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from loyalkit.compression.architectures import LayerStack, per_layer_stack
+from loyalkit.compression.schedules import schedule_from_dict
 
 EvalPath: TypeAlias = Literal["successor", "predecessor"]
 SuccessorInit: TypeAlias = Literal["bottom", "every_kth"] | Sequence[int]
@@ -85,10 +86,11 @@ class ConstantReplacementSchedule:
     ``replacing_steps=None`` keeps ``rate`` for ever.
 
     >>> schedule = ConstantReplacementSchedule(rate=0.5, replacing_steps=100)
-    >>> schedule(0), schedule(99), schedule(100)
+    >>> schedule(0), schedule(99), schedule.value_at(100)
     (0.5, 0.5, 1.0)
     """
 
+    kind: ClassVar[str] = "constant"
     rate: float = 0.5
     replacing_steps: int | None = None
 
@@ -100,14 +102,18 @@ class ConstantReplacementSchedule:
         if steps is not None and steps < 0:
             raise ValueError(f"replacing_steps must be >= 0 or None, got {steps}")
 
-    def __call__(self, step: int) -> float:
+    def value_at(self, step: int) -> float:
+        """The replacement rate p after ``step`` optimizer steps."""
         _check_step(step)
         if self.replacing_steps is not None and step >= self.replacing_steps:
             return 1.0
         return float(self.rate)
 
+    def __call__(self, step: int) -> float:
+        return self.value_at(step)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "constant", **asdict(self)}
+        return {"kind": self.kind, **asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,7 @@ class LinearReplacementSchedule:
     (0.3, 0.6, 1.0)
     """
 
+    kind: ClassVar[str] = "linear"
     slope: float = 0.0006
     intercept: float = 0.3
 
@@ -132,17 +139,20 @@ class LinearReplacementSchedule:
             raise ValueError(f"slope must be a finite float >= 0, got {self.slope}")
         _check_rate("intercept", self.intercept)
 
-    def __call__(self, step: int) -> float:
+    def value_at(self, step: int) -> float:
+        """The replacement rate p after ``step`` optimizer steps."""
         return min(1.0, float(self.slope) * _check_step(step) + float(self.intercept))
 
+    def __call__(self, step: int) -> float:
+        return self.value_at(step)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "linear", **asdict(self)}
+        return {"kind": self.kind, **asdict(self)}
 
 
 ReplacementSchedule: TypeAlias = ConstantReplacementSchedule | LinearReplacementSchedule
 _SCHEDULES: dict[str, type[ConstantReplacementSchedule] | type[LinearReplacementSchedule]] = {
-    "constant": ConstantReplacementSchedule,
-    "linear": LinearReplacementSchedule,
+    cls.kind: cls for cls in (ConstantReplacementSchedule, LinearReplacementSchedule)
 }
 
 
@@ -150,11 +160,7 @@ def replacement_schedule_from_dict(data: Mapping[str, Any]) -> ReplacementSchedu
     """Rebuild a schedule from its ``to_dict()`` (a JSON-friendly form, e.g. for Trainer state)."""
     if not isinstance(data, Mapping):
         raise TypeError(f"data must be a mapping from to_dict(), got {type(data).__name__}")
-    fields = dict(data)
-    kind = fields.pop("kind", None)
-    if kind not in _SCHEDULES:
-        raise ValueError(f"data['kind'] must be one of {sorted(_SCHEDULES)}, got {kind!r}")
-    return _SCHEDULES[kind](**fields)
+    return schedule_from_dict(data, _SCHEDULES, "data")
 
 
 class ReplaceableBlock(nn.Module):

@@ -1,6 +1,7 @@
 """Sparsity schedules: the share of weights to prune after a given number of optimizer steps.
 
-Three schedules, each a frozen dataclass with ``sparsity_at(step)``:
+Three schedules, each a frozen dataclass following :class:`~loyalkit.compression.schedules.Schedule`
+(``value_at(step)``, also spelled ``sparsity_at(step)``, and ``to_dict()``):
 
 - :class:`OneShotSchedule`: dense before ``step``, the full target from ``step`` on.
 - :class:`LinearSchedule`: from ``initial_sparsity`` at ``start_step`` to ``target_sparsity`` at
@@ -34,6 +35,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from loyalkit.compression.schedules import check_step as _check_step
+from loyalkit.compression.schedules import schedule_from_dict as _from_dict
+
 __all__ = [
     "CubicSchedule",
     "LinearSchedule",
@@ -55,14 +59,6 @@ def check_sparsity(value: Any, name: str, upper: float = 1.0) -> float:
     return float(value)
 
 
-def _check_step(value: Any, name: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class OneShotSchedule:
     """Dense until ``step``, then ``target_sparsity`` (``step=0``: prune before training starts).
@@ -81,10 +77,18 @@ class OneShotSchedule:
         check_sparsity(self.target_sparsity, "target_sparsity")
         _check_step(self.step, "step")
 
-    def sparsity_at(self, step: int) -> float:
+    def value_at(self, step: int) -> float:
         """The sparsity the model should have after ``step`` optimizer steps."""
         _check_step(step, "step")
         return float(self.target_sparsity) if step >= self.step else 0.0
+
+    def sparsity_at(self, step: int) -> float:
+        """:meth:`value_at`, by the name of what it schedules."""
+        return self.value_at(step)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"kind": "one_shot", **fields}`` (see :func:`schedule_to_dict`)."""
+        return schedule_to_dict(self)
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,14 @@ class _GradualSchedule:
             )
 
     def sparsity_at(self, step: int) -> float:
+        """:meth:`value_at`, by the name of what it schedules."""
+        return self.value_at(step)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"kind": ..., **fields}`` (see :func:`schedule_to_dict`)."""
+        return schedule_to_dict(self)  # type: ignore[arg-type]
+
+    def value_at(self, step: int) -> float:
         """The sparsity the model should have after ``step`` optimizer steps."""
         _check_step(step, "step")
         if step < self.start_step:
@@ -195,10 +207,4 @@ def schedule_from_dict(description: Mapping[str, Any]) -> SparsitySchedule:
         ...                     "end_step": 10})
         LinearSchedule(target_sparsity=0.5, start_step=0, end_step=10, frequency=1, initial_sparsity=0.0)
     """
-    if not isinstance(description, Mapping):
-        raise TypeError(f"schedule must be a mapping, got {type(description).__name__}")
-    fields = dict(description)
-    kind = fields.pop("kind", None)
-    if kind not in _KINDS:
-        raise ValueError(f"schedule['kind'] must be one of {sorted(_KINDS)}, got {kind!r}")
-    return _KINDS[kind](**fields)
+    return _from_dict(description, _KINDS, "schedule")

@@ -30,6 +30,7 @@ from transformers import (
     BertForSequenceClassification,
     Trainer,
     TrainerCallback,
+    TrainerState,
     TrainingArguments,
 )
 
@@ -42,6 +43,7 @@ from loyalkit.callbacks import (
     PostTrainingQuantizationCallback,
     QuantizationAwareTrainingCallback,
 )
+from loyalkit.callbacks.conflicts import Change, conflict, register_callback
 from loyalkit.compression import (
     ConstantReplacementSchedule,
     CubicSchedule,
@@ -557,3 +559,59 @@ def test_feed_forward_pruning_with_head_removal(data, tmp_path) -> None:  # type
     state = trainer.model.state_dict()
     for name in prunable_weights(trainer.model, feed_forward):
         assert int((state[name].numpy() == 0).sum()) == round(0.5 * state[name].numel())
+
+
+class ClassifierNoise(TrainerCallback):
+    """A callback written outside loyalkit: it declares what it changes and edits no table."""
+
+    unique = None
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def changes(self) -> tuple[Change, ...]:
+        if self.target == "loss":
+            return (Change("loss", "adds a noise penalty to the loss"),)
+        return (
+            Change(
+                "weights",
+                "the noise moves pruned entries away from zero",
+                fix="keep the noise off the pruned weights",
+                weights=lambda model: [model.classifier.weight],
+                label="the classifier",
+            ),
+        )
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        register_callback(self, state, model)
+
+
+def test_a_new_callback_conflicts_by_its_declarations(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    classifier = r"classifier"
+    cases = [
+        (
+            [kd(), ClassifierNoise("loss")],
+            "DistillationCallback and ClassifierNoise conflict: both replace the training loss",
+        ),
+        (
+            [
+                ClassifierNoise("weights"),
+                MagnitudePruningCallback(OneShotSchedule(0.5), module_pattern=classifier),
+            ],
+            "ClassifierNoise and MagnitudePruningCallback conflict: both prune the classifier "
+            "'classifier.weight'.*keep the noise off the pruned weights",
+        ),
+    ]
+    for callbacks, message in cases:
+        counter = StepCounter()
+        args = training_args(tmp_path, max_steps=1, eval_strategy="no")
+        trainer = make_trainer(data, plain(), args, [*callbacks, counter])
+        with pytest.raises(ValueError, match=message):
+            trainer.train()
+        assert counter.steps == 0
+    # Over disjoint weights (the encoder's, by default) they combine.
+    state = TrainerState()
+    model = plain()
+    register_callback(ClassifierNoise("weights"), state, model)
+    register_callback(MagnitudePruningCallback(OneShotSchedule(0.5)), state, model)
+    assert conflict(ClassifierNoise("loss"), ClassifierNoise("weights"), model) is None

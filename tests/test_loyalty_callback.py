@@ -281,3 +281,46 @@ def test_misuse_is_refused(data, teacher, tmp_path: Path) -> None:  # type: igno
     LoyaltyCallback(teacher).attach(unlabeled)
     with pytest.raises(ValueError, match="has labels"):
         unlabeled.evaluate()
+
+
+def test_listed_but_never_attached_fails_early_with_the_reason(
+    data, teacher, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    callback = LoyaltyCallback(teacher)
+    trainer = make_trainer(data, training_args(tmp_path), callbacks=[callback])
+    student_calls = ForwardCounter(trainer.model)
+    with pytest.raises(ValueError, match=r"never attached.*\.attach\(trainer\)"):
+        trainer.train()  # at train begin: not one training step, not one evaluation
+    assert student_calls.calls == 0
+    with pytest.raises(ValueError, match="never attached"):
+        trainer.evaluate()  # without training: at the first evaluation batch
+    assert student_calls.calls == 1
+
+
+def test_listed_then_attached_is_registered_once(data, teacher, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    student = noisy_student(teacher)
+    callback = LoyaltyCallback(teacher)
+    trainer = make_trainer(data, training_args(tmp_path), student, callbacks=[callback])
+    assert callback.attach(trainer) is callback
+    assert [cb for cb in trainer.callback_handler.callbacks if cb is callback] == [callback]
+    metrics = trainer.evaluate()
+    expected = independent_loyalty(
+        run_model(student, data["tokenizer"], data["eval"]),
+        run_model(teacher, data["tokenizer"], data["eval"]),
+        np.array(data["eval"]["labels"]),
+    )
+    for name, value in expected.items():
+        assert metrics[f"eval_{name}"] == pytest.approx(value, abs=1e-6), name
+
+
+def test_a_lost_compute_metrics_is_named(data, teacher, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    replaced = make_trainer(data, training_args(tmp_path))
+    LoyaltyCallback(teacher).attach(replaced)
+    replaced.compute_metrics = lambda prediction: {}
+    with pytest.raises(ValueError, match="compute_metrics` was replaced after `attach"):
+        replaced.evaluate()
+    loss_only = make_trainer(data, training_args(tmp_path))
+    LoyaltyCallback(teacher).attach(loss_only)
+    loss_only.args.prediction_loss_only = True
+    with pytest.raises(ValueError, match="prediction_loss_only=True"):
+        loss_only.evaluate()

@@ -36,7 +36,7 @@ class SubclassedTrainer(Trainer):
         return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
 
 
-def _trainer(tmp_path, trainer_class=Trainer) -> Trainer:
+def _trainer(tmp_path, trainer_class=Trainer, callbacks=None) -> Trainer:
     args = TrainingArguments(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
@@ -55,6 +55,7 @@ def _trainer(tmp_path, trainer_class=Trainer) -> Trainer:
         args=args,
         train_dataset=_dataset(8, seed=3),
         eval_dataset=_dataset(10, seed=4),
+        callbacks=callbacks,
     )
 
 
@@ -149,3 +150,26 @@ def test_two_gloo_processes_match_the_single_process(tmp_path):
         key = f"eval_{name}"
         assert ranks[0][key] == ranks[1][key], key
         assert ranks[0][key] == pytest.approx(reference[key], rel=1e-6), key
+
+
+def test_listed_but_never_attached_fails_at_train_begin(tmp_path):
+    trainer = _trainer(tmp_path, callbacks=[TokenLoyaltyCallback(tiny_llama())])
+    with pytest.raises(ValueError, match=r"never attached.*\.attach\(trainer\)"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    with pytest.raises(ValueError, match="never attached"):
+        trainer.evaluate()
+
+
+@pytest.mark.parametrize("kind", [LoyaltyCallback, TokenLoyaltyCallback])
+def test_listed_then_attached_reports_once(tmp_path, kind):
+    teacher = tiny_llama()
+    callback = kind(teacher)
+    trainer = _trainer(tmp_path, callbacks=[callback])
+    callback.attach(trainer)
+    kinds = [type(cb) for cb in trainer.callback_handler.callbacks]
+    assert kinds.count(TokenLoyaltyCallback) == 1
+    metrics = trainer.evaluate()
+    expected = _scipy_report(teacher, trainer.model.eval(), trainer.eval_dataset)
+    for name, value in expected.items():
+        assert metrics[f"eval_{name}"] == pytest.approx(value, rel=1e-4, abs=1e-9), name
