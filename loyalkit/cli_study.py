@@ -23,7 +23,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from loyalkit.study.config import METHOD_SETTINGS, PRESETS
+from loyalkit.study.config import PRESETS
+from loyalkit.study.methods import REGISTRY
 
 _DESCRIPTION = """\
 The study of Xu et al. (2021), "Beyond Preserved Accuracy", on your model and data: fine-tune (or
@@ -107,7 +108,7 @@ def _add_run(actions: Any) -> argparse.ArgumentParser:
         nargs="+",
         metavar="METHOD",
         help="run only these methods (others are skipped, not deleted): method names "
-        f"({', '.join(METHOD_SETTINGS)}) or run ids such as magnitude-pruning-50",
+        f"({', '.join(REGISTRY)}) or run ids such as magnitude-pruning-50",
     )
     parser.add_argument(
         "--threads",

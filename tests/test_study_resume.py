@@ -3,6 +3,7 @@ paths are relative to the config file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -35,8 +36,9 @@ class Counter:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, int]] = []
-        for name, function in list(study_methods.METHODS.items()):
-            monkeypatch.setitem(study_methods.METHODS, name, self._wrap(function))
+        for name, method in list(study_methods.REGISTRY.items()):
+            wrapped = dataclasses.replace(method, build=self._wrap(method.build))
+            monkeypatch.setitem(study_methods.REGISTRY, name, wrapped)
 
     def _wrap(self, function: Any) -> Any:
         def counted(context: Any, run: Any, seed: int, model_dir: Path) -> None:

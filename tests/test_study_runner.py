@@ -3,6 +3,7 @@ counts and os.stat on the saved models; resumability; crash isolation; teacher/d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -148,8 +149,9 @@ class CountingMethods:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, int]] = []
-        for name, function in list(study_methods.METHODS.items()):
-            monkeypatch.setitem(study_methods.METHODS, name, self._wrap(function))
+        for name, method in list(study_methods.REGISTRY.items()):
+            wrapped = dataclasses.replace(method, build=self._wrap(method.build))
+            monkeypatch.setitem(study_methods.REGISTRY, name, wrapped)
 
     def _wrap(self, function: Any) -> Any:
         def counted(context: Any, run: Any, seed: int, model_dir: Path) -> None:
@@ -218,16 +220,18 @@ def test_a_failed_run_is_retried_on_the_next_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = StudyConfig.from_dict(tiny_study(tmp_path, seeds=[0]))
-    original = study_methods.METHODS["kd-logit"]
+    original = study_methods.REGISTRY["kd-logit"]
 
     def broken(*args: Any) -> None:
         raise RuntimeError("out of memory, say")
 
-    monkeypatch.setitem(study_methods.METHODS, "kd-logit", broken)
+    monkeypatch.setitem(
+        study_methods.REGISTRY, "kd-logit", dataclasses.replace(original, build=broken)
+    )
     first = run_study(config, progress=False)
     assert [r["status"] for r in first["runs"]] == ["done", "failed"]
     assert "RuntimeError: out of memory, say" in first["runs"][1]["error"]
-    monkeypatch.setitem(study_methods.METHODS, "kd-logit", original)
+    monkeypatch.setitem(study_methods.REGISTRY, "kd-logit", original)
     second = run_study(config, progress=False)
     assert [r["status"] for r in second["runs"]] == ["done", "done"]
 
