@@ -150,7 +150,7 @@ class MeasureSettings:
 
 
 def _default_methods() -> dict[str, MethodSettings]:
-    return {name: method.settings() for name, method in REGISTRY.items()}
+    return {name: method() for name, method in REGISTRY.items()}
 
 
 def _unknown_method(name: Any) -> ValueError:
@@ -192,7 +192,7 @@ class StudyConfig:
         for name, settings in self.methods.items():
             if name not in REGISTRY:
                 raise _unknown_method(name)
-            expected = REGISTRY[name].settings
+            expected = REGISTRY[name]
             if not isinstance(settings, expected):
                 raise fail(
                     f"methods.{name}",
@@ -233,7 +233,7 @@ class StudyConfig:
         specs = []
         for family, settings in self.methods.items():
             for suffix, value in settings.variants().items() if settings.enabled else ():
-                title = REGISTRY[family].title(settings, value)
+                title = settings.title(value)
                 specs.append(RunSpec(family + suffix, family, title, settings, value))
         return specs
 
@@ -273,16 +273,8 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The whole configuration as JSON-ready data (what ``load_config`` reads back)."""
-        return {
-            "task": _plain(dataclasses.asdict(self.task)),
-            "teacher": _plain(dataclasses.asdict(self.teacher)),
-            "methods": {name: _plain(dataclasses.asdict(s)) for name, s in self.methods.items()},
-            "attack": _plain(dataclasses.asdict(self.attack)),
-            "measure": _plain(dataclasses.asdict(self.measure)),
-            "seeds": list(self.seeds),
-            "output_dir": str(self.output_dir),
-            "threads": self.threads,
-        }
+        data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base: StudyConfig | None = None) -> StudyConfig:
@@ -298,11 +290,9 @@ class StudyConfig:
         valid = ["preset", *[f.name for f in fields(cls)]]
         _check_keys("config", data, valid)
         changes: dict[str, Any] = {}
-        for section in ("teacher", "attack", "measure"):
+        for section in ("task", "teacher", "attack", "measure"):
             if section in data:
                 changes[section] = _merge(getattr(base, section), data[section], section)
-        if "task" in data:
-            changes["task"] = _merge_task(base.task, data["task"])
         if "methods" in data:
             changes["methods"] = _merge_methods(base.methods, data["methods"])
         if "seeds" in data:
@@ -319,16 +309,6 @@ class StudyConfig:
         return dataclasses.replace(base, **changes)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def _check_keys(path: str, data: Mapping[str, Any], valid: list[str]) -> None:
     for key in data:
         if key not in valid:
@@ -342,20 +322,10 @@ def _merge(base: Any, data: Any, path: str) -> Any:
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     try:
         merged = dataclasses.replace(base, **values)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise fail(path, str(error)) from error
     check_fields(merged, path)
     return merged
-
-
-def _merge_task(base: TaskConfig, data: Any) -> TaskConfig:
-    if not isinstance(data, Mapping):
-        raise fail("task", f"expected a mapping of settings, got {data!r}")
-    _check_keys("task", data, [f.name for f in fields(base)])
-    try:
-        return dataclasses.replace(base, **dict(data))
-    except (TypeError, ValueError) as error:
-        raise fail("task", str(error)) from error
 
 
 def _merge_methods(base: Mapping[str, MethodSettings], data: Any) -> dict[str, MethodSettings]:
@@ -369,7 +339,7 @@ def _merge_methods(base: Mapping[str, MethodSettings], data: Any) -> dict[str, M
     for name, settings in data.items():
         if name not in REGISTRY:
             raise _unknown_method(name)
-        current = base.get(name, REGISTRY[name].settings())
+        current = base.get(name, REGISTRY[name]())
         merged[name] = _merge(current, {} if settings is None else settings, f"methods.{name}")
     return {name: merged[name] for name in REGISTRY if name in merged}
 
@@ -382,7 +352,7 @@ def _paper() -> StudyConfig:
     return StudyConfig(
         task=TaskConfig(dataset="glue", dataset_config="sst2"),
         teacher=TeacherConfig(epochs=3.0, max_length=128, batch_size=32, learning_rate=3e-5),
-        methods={name: method.paper or method.settings() for name, method in REGISTRY.items()},
+        methods={name: method(**method.paper) for name, method in REGISTRY.items()},
         attack=AttackSettings(recipe="textfooler-offline", num_examples=1000),
         seeds=(0, 1, 2),
         output_dir=Path("study-output-paper"),

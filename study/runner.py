@@ -228,8 +228,7 @@ def _do_run(
         set_seed(seed)
         started = time.perf_counter()
         # Looked up at call time, so a method can be replaced (tests, plug-ins).
-        build = study_methods.REGISTRY[spec.family].build
-        build(context["method_context"], spec, seed, folder / "model")
+        spec.settings.build(context["method_context"], spec, seed, folder / "model")
         record["train_seconds"] = time.perf_counter() - started
         state.wait_for_everyone()
         if state.is_main_process:

@@ -37,23 +37,25 @@ from loyalkit.study.methods import MethodContext, MethodSettings, RunSpec, regis
 from loyalkit.study.schema import choice, number
 
 
+@register
 @dataclass(frozen=True)
 class OneShotPruningSettings(MethodSettings):
+    """Zero the ``sparsity`` share of smallest-magnitude weights of the teacher's layers."""
+
+    name = "one-shot-pruning"  # its key in config files; no `order`: it runs after the others
+
     sparsity: float = number(0.3, 0, 0.99, open_low=True)
     scope: str = choice("global", "global", "layer")
 
+    def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
+        from loyalkit.compression import magnitude_prune
 
-@register(
-    "one-shot-pruning",
-    OneShotPruningSettings,
-    lambda settings, _: f"OS-{round(100 * settings.sparsity)}%",
-)
-def one_shot_pruning(context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
-    from loyalkit.compression import magnitude_prune
+        model = copy.deepcopy(context.teacher)
+        magnitude_prune(model, self.sparsity, scope=self.scope)
+        save(context, model, model_dir)
 
-    model = copy.deepcopy(context.teacher)
-    magnitude_prune(model, run.settings.sparsity, scope=run.settings.scope)
-    save(context, model, model_dir)
+    def title(self, variant: float | None) -> str:
+        return f"OS-{round(100 * self.sparsity)}%"
 '''
 
 
@@ -82,7 +84,7 @@ def one_shot(tmp_path: Path) -> Iterator[ModuleType]:
 def test_every_method_file_of_the_package_registers_its_method() -> None:
     files = {m.name for m in pkgutil.iter_modules(study_methods.__path__)}
     methods = {f for f in files if not f.startswith("_")}
-    registered = {m.build.__module__.rsplit(".", 1)[-1] for m in REGISTRY.values()}
+    registered = {m.__module__.rsplit(".", 1)[-1] for m in REGISTRY.values()}
     assert registered == methods
     assert list(REGISTRY)[0] == "int8-ptq" and list(REGISTRY)[-1] == "combined"
 

@@ -3,7 +3,6 @@ paths are relative to the config file."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -36,14 +35,14 @@ class Counter:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, int]] = []
-        for name, method in list(study_methods.REGISTRY.items()):
-            wrapped = dataclasses.replace(method, build=self._wrap(method.build))
-            monkeypatch.setitem(study_methods.REGISTRY, name, wrapped)
+        for method in study_methods.REGISTRY.values():
+            if "build" in vars(method):  # an inherited build is wrapped once, in its own class
+                monkeypatch.setattr(method, "build", self._wrap(method.build))
 
     def _wrap(self, function: Any) -> Any:
-        def counted(context: Any, run: Any, seed: int, model_dir: Path) -> None:
+        def counted(settings: Any, context: Any, run: Any, seed: int, model_dir: Path) -> None:
             self.calls.append((run.method, seed))
-            function(context, run, seed, model_dir)
+            function(settings, context, run, seed, model_dir)
 
         return counted
 

@@ -1,19 +1,19 @@
 """The study's compression methods, one file each; the registry is what those files register.
 
-A method file declares its settings (a frozen dataclass over :class:`MethodSettings`, fields from
-``loyalkit.study.schema`` so each value is checked where it is declared) and registers its build
-function with :func:`register` (name, settings, table title, place in the study's order, the
-``paper`` preset's settings). Importing this package imports every module in it whose name does
-not start with ``_``, so adding a method is adding one file here (see the README's "Adding a
-study method"). A build function ``(context, run, seed, model_dir) -> None`` trains or compresses
-a copy of the teacher with ``loyalkit.compression`` and ``loyalkit.callbacks`` in a plain
-``transformers.Trainer`` and saves the student (see ``_training``).
+A method is a frozen settings dataclass over :class:`MethodSettings` (its fields, declared with
+``loyalkit.study.schema``, are checked where they are declared) with a ``name``, an ``order`` in
+the study and the ``paper`` preset's changes as class attributes, a ``build(context, run, seed,
+model_dir)`` that makes the student from the teacher with ``loyalkit.compression`` and
+``loyalkit.callbacks`` in a plain ``transformers.Trainer`` and saves it (helpers below), and a
+``title`` for the results table; ``@register`` adds it to :data:`REGISTRY`. Importing this package
+imports every module in it whose name does not start with ``_``: adding a method is adding one
+file here (the README's "Adding a study method" shows one).
 
 Example:
     >>> list(REGISTRY)[:4]
     ['int8-ptq', 'int8-qat', 'magnitude-pruning', 'head-pruning']
-    >>> REGISTRY["kd-logit"].title(REGISTRY["kd-logit"].settings(), None)
-    'KD-L3'
+    >>> REGISTRY["kd-logit"]().title(None), REGISTRY["kd-logit"](student_layers=2).title(None)
+    ('KD-L3', 'KD-L2')
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import pkgutil
 
 from loyalkit.study.methods._registry import (
     REGISTRY,
-    Method,
     MethodSettings,
     RunSpec,
     StudentSettings,
@@ -32,8 +31,11 @@ from loyalkit.study.methods._registry import (
 )
 from loyalkit.study.methods._training import (
     MethodContext,
+    check_student_layers,
     save,
+    steps,
     teacher_copy,
+    teacher_layers,
     train,
     train_steps,
     training_arguments,
@@ -42,15 +44,17 @@ from loyalkit.study.methods._training import (
 
 __all__ = [
     "REGISTRY",
-    "Method",
     "MethodContext",
     "MethodSettings",
     "RunSpec",
     "StudentSettings",
     "TrainedSettings",
+    "check_student_layers",
     "register",
     "save",
+    "steps",
     "teacher_copy",
+    "teacher_layers",
     "train",
     "train_steps",
     "training_arguments",

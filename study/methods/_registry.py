@@ -1,33 +1,40 @@
-"""What every study method declares, and the registry the method files fill by :func:`register`."""
+"""What a study method is (a settings dataclass that builds its student) and the registry of them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from loyalkit.study.schema import check_fields, flag, integer, number
+from loyalkit.study.schema import flag, integer, number
 
-__all__ = [
-    "REGISTRY",
-    "Method",
-    "MethodSettings",
-    "RunSpec",
-    "StudentSettings",
-    "TrainedSettings",
-    "register",
-]
+if TYPE_CHECKING:
+    from loyalkit.study.methods._training import MethodContext
 
 
 @dataclass(frozen=True)
 class MethodSettings:
-    """What every method has: a switch. Subclasses declare their fields with ``loyalkit.study.schema``."""
+    """A study method: its settings are the dataclass fields (declared with
+    ``loyalkit.study.schema``, so each is checked where it is declared; their defaults are the
+    ``quick`` preset), and class attributes give its ``name`` in config files, its place in the
+    study's ``order`` and the ``paper`` preset's changes. :meth:`build` makes and saves the
+    student, :meth:`title` names it in the results table. Subclass it in a file of
+    ``loyalkit.study.methods`` and decorate the class with :func:`register`."""
+
+    name: ClassVar[str]
+    order: ClassVar[float] = 1000.0
+    paper: ClassVar[Mapping[str, Any]] = {}
 
     enabled: bool = flag(True)
 
-    def check(self, path: str) -> None:
-        check_fields(self, path)
+    def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
+        """Make the student from ``context.teacher`` and save it to ``model_dir``."""
+        raise NotImplementedError(f"{type(self).__name__}.build")
+
+    def title(self, variant: float | None) -> str:
+        """The method's name in the results table (``variant``: see :meth:`variants`)."""
+        raise NotImplementedError(f"{type(self).__name__}.title")
 
     def variants(self) -> dict[str, float | None]:
         """Run-id suffix -> value, one run each (magnitude pruning: one per sparsity)."""
@@ -67,47 +74,19 @@ class RunSpec:
     sparsity: float | None = None
 
 
-Build = Callable[[Any, RunSpec, int, Path], None]
+#: Method name -> its settings class, in the study's order; filled by :func:`register`.
+REGISTRY: dict[str, type[MethodSettings]] = {}
+
+Settings = TypeVar("Settings", bound=type[MethodSettings])
 
 
-@dataclass(frozen=True)
-class Method:
-    """A study method: its ``name`` in config files, its ``settings`` class (the ``quick`` preset's
-    values are its defaults; ``paper`` the ``paper`` preset's), the function that builds and saves
-    the student ``build(context, run, seed, model_dir)``, the results table's ``title(settings,
-    variant)`` and its place in the study's ``order``."""
-
-    name: str
-    settings: type[MethodSettings]
-    build: Build
-    title: Callable[[Any, float | None], str]
-    order: float
-    paper: MethodSettings | None = None
-
-
-#: Method name -> :class:`Method`, in the study's order; filled by :func:`register`.
-REGISTRY: dict[str, Method] = {}
-
-
-def register(
-    name: str,
-    settings: type[MethodSettings],
-    title: Callable[[Any, float | None], str],
-    *,
-    order: float = 1000.0,
-    paper: MethodSettings | None = None,
-) -> Callable[[Build], Build]:
-    """Register the decorated build function as the method ``name`` (see :class:`Method`)."""
-
-    def decorate(build: Build) -> Build:
-        if not isinstance(paper, (settings, type(None))):
-            raise TypeError(f"{name}: `paper` must be a {settings.__name__}")
-        method = Method(name, settings, build, title, order, paper)
-        methods = sorted(
-            [*(m for m in REGISTRY.values() if m.name != name), method], key=lambda m: m.order
-        )
-        REGISTRY.clear()
-        REGISTRY.update((m.name, m) for m in methods)
-        return build
-
-    return decorate
+def register(cls: Settings) -> Settings:
+    """Add the method ``cls`` (which declares its own ``name``) to :data:`REGISTRY`."""
+    name = vars(cls).get("name")
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__}: a method needs a class attribute `name` (a string)")
+    methods: list[type[MethodSettings]] = [m for m in REGISTRY.values() if m.name != name]
+    methods = sorted([*methods, cls], key=lambda m: m.order)
+    REGISTRY.clear()
+    REGISTRY.update((m.name, m) for m in methods)
+    return cls

@@ -21,18 +21,6 @@ from loyalkit.study.methods._registry import RunSpec
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
-__all__ = [
-    "MethodContext",
-    "check_student_layers",
-    "save",
-    "teacher_copy",
-    "teacher_layers",
-    "train",
-    "train_steps",
-    "training_arguments",
-    "training_log_callback",
-]
-
 logger = logging.getLogger("loyalkit.study.methods")
 
 

@@ -6,14 +6,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from loyalkit.study.methods._registry import RunSpec, TrainedSettings, register
-from loyalkit.study.methods._training import MethodContext, save, teacher_copy, train
+from loyalkit.study.methods import (
+    MethodContext,
+    RunSpec,
+    TrainedSettings,
+    register,
+    save,
+    teacher_copy,
+    train,
+)
 from loyalkit.study.schema import choice, integer, number
 
 
+@register
 @dataclass(frozen=True)
 class HeadPruningSettings(TrainedSettings):
-    """Remove ``share`` of all attention heads (scored before training), then fine-tune."""
+    """Silence ``share`` of all heads (scored before the first step), fine-tune, remove them."""
+
+    name = "head-pruning"
+    order = 40
+    paper = {"epochs": 2.0, "num_batches": 32}
 
     share: float = number(0.5, 0, 0.95, open_low=True)
     importance: Literal["gradient", "magnitude"] = choice("gradient", "gradient", "magnitude")
@@ -21,24 +33,14 @@ class HeadPruningSettings(TrainedSettings):
     epochs: float = 1.0
     learning_rate: float = 3e-5
 
+    def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
+        from loyalkit.callbacks import HeadPruningCallback
 
-@register(
-    "head-pruning",
-    HeadPruningSettings,
-    lambda settings, _: f"HP-{round(100 * settings.share)}%",
-    order=40,
-    paper=HeadPruningSettings(epochs=2.0, num_batches=32),
-)
-def head_pruning(context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
-    """Silence ``share`` of the heads before the first step, fine-tune, remove them at the end."""
-    from loyalkit.callbacks import HeadPruningCallback
+        callback = HeadPruningCallback(
+            schedule={0: self.share}, importance=self.importance, num_batches=self.num_batches
+        )
+        trainer = train(context, teacher_copy(context), self, seed, model_dir, [callback])
+        save(context, trainer.model, model_dir)
 
-    settings = run.settings
-    assert isinstance(settings, HeadPruningSettings)
-    callback = HeadPruningCallback(
-        schedule={0: settings.share},
-        importance=settings.importance,
-        num_batches=settings.num_batches,
-    )
-    trainer = train(context, teacher_copy(context), settings, seed, model_dir, [callback])
-    save(context, trainer.model, model_dir)
+    def title(self, variant: float | None) -> str:
+        return f"HP-{round(100 * self.share)}%"

@@ -5,29 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from loyalkit.study.methods._registry import RunSpec, StudentSettings, register
-from loyalkit.study.methods._training import MethodContext
+from loyalkit.study.methods import MethodContext, RunSpec, StudentSettings, register
 from loyalkit.study.methods.kd_logit import PAPER_STUDENT, distill
 from loyalkit.study.schema import number
 
 
+@register
 @dataclass(frozen=True)
 class KLKDSettings(StudentSettings):
     """Pure-KL KD (alpha = 1, no hard labels): the paper's upper bound for probability loyalty."""
 
+    name = "kd-kl"
+    order = 60
+    paper = PAPER_STUDENT
+
     temperature: float = number(1.0, 0, open_low=True)
 
+    def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
+        options = {"temperature": self.temperature, "alpha": 1.0, "cache_teacher_logits": True}
+        distill(context, run, seed, model_dir, **options)
 
-@register(
-    "kd-kl",
-    KLKDSettings,
-    lambda settings, _: f"KD-KL-L{settings.student_layers}",
-    order=60,
-    paper=KLKDSettings(**PAPER_STUDENT),
-)
-def kd_kl(context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
-    """KL to the teacher's soft targets only: the hard labels are not used."""
-    settings = run.settings
-    assert isinstance(settings, KLKDSettings)
-    options = {"temperature": settings.temperature, "alpha": 1.0, "cache_teacher_logits": True}
-    distill(context, run, seed, model_dir, **options)
+    def title(self, variant: float | None) -> str:
+        return f"KD-KL-L{self.student_layers}"

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loyalkit.study.methods._registry import RunSpec, StudentSettings, register
-from loyalkit.study.methods._training import (
+from loyalkit.study.methods import (
     MethodContext,
+    RunSpec,
+    StudentSettings,
     check_student_layers,
+    register,
     save,
     train,
 )
@@ -19,58 +21,44 @@ from loyalkit.study.schema import number
 PAPER_STUDENT: dict[str, Any] = {"epochs": 4.0, "learning_rate": 5e-5, "batch_size": 32}
 
 
-@dataclass(frozen=True)
-class LogitKDSettings(StudentSettings):
-    """Downstream KD to ``student_layers`` layers (bottom teacher layers as init): soft + hard."""
-
-    temperature: float = number(2.0, 0, open_low=True)
-    alpha: float = number(0.5, 0, 1)
-
-
-def kd_student(context: MethodContext, run: RunSpec, layers: int) -> Any:
-    """The teacher's bottom ``layers`` layers (with its embeddings and head) as the student."""
-    from transformers import AutoModelForSequenceClassification
-
-    check_student_layers(context, run, layers)
-    depth: dict[str, Any] = {"num_hidden_layers": layers}
-    layer_types = getattr(context.teacher.config, "layer_types", None)
-    if isinstance(layer_types, list):  # ModernBERT, Qwen2: one type per layer, checked on loading
-        depth["layer_types"] = layer_types[:layers]
-    student = AutoModelForSequenceClassification.from_pretrained(context.teacher_dir, **depth)
-    return student.train()
-
-
 def distill(
     context: MethodContext, run: RunSpec, seed: int, model_dir: Path, **options: Any
 ) -> None:
-    """Train ``run``'s student with a ``DistillationCallback(**options)`` and save it."""
+    """Train ``run``'s student (the teacher's bottom ``student_layers`` layers, with its
+    embeddings and head) with a ``DistillationCallback(**options)`` and save it."""
+    from transformers import AutoModelForSequenceClassification
+
     from loyalkit.callbacks import DistillationCallback
 
     settings = run.settings
     assert isinstance(settings, StudentSettings)
-    student = kd_student(context, run, settings.student_layers)
+    check_student_layers(context, run, settings.student_layers)
+    depth: dict[str, Any] = {"num_hidden_layers": settings.student_layers}
+    layer_types = getattr(context.teacher.config, "layer_types", None)
+    if isinstance(layer_types, list):  # ModernBERT, Qwen2: one type per layer, checked on loading
+        depth["layer_types"] = layer_types[: settings.student_layers]
+    student = AutoModelForSequenceClassification.from_pretrained(context.teacher_dir, **depth)
     callback = DistillationCallback(context.teacher, **options)
-    trainer = train(context, student, settings, seed, model_dir, [callback])
+    trainer = train(context, student.train(), settings, seed, model_dir, [callback])
     save(context, trainer.model, model_dir)
 
 
-@register(
-    "kd-logit",
-    LogitKDSettings,
-    lambda settings, _: f"KD-L{settings.student_layers}",
-    order=50,
-    paper=LogitKDSettings(**PAPER_STUDENT),
-)
-def kd_logit(context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
-    """Soft targets at ``temperature`` mixed with the hard labels by ``alpha``."""
-    settings = run.settings
-    assert isinstance(settings, LogitKDSettings)
-    distill(
-        context,
-        run,
-        seed,
-        model_dir,
-        temperature=settings.temperature,
-        alpha=settings.alpha,
-        cache_teacher_logits=True,
-    )
+@register
+@dataclass(frozen=True)
+class LogitKDSettings(StudentSettings):
+    """Downstream KD to ``student_layers`` layers (bottom teacher layers as init): soft targets
+    at ``temperature`` mixed with the hard labels by ``alpha``."""
+
+    name = "kd-logit"
+    order = 50
+    paper = PAPER_STUDENT
+
+    temperature: float = number(2.0, 0, open_low=True)
+    alpha: float = number(0.5, 0, 1)
+
+    def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
+        options = {"temperature": self.temperature, "alpha": self.alpha}
+        distill(context, run, seed, model_dir, **options, cache_teacher_logits=True)
+
+    def title(self, variant: float | None) -> str:
+        return f"KD-L{self.student_layers}"

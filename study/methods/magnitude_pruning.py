@@ -8,8 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from loyalkit.study.methods._registry import MethodSettings, RunSpec, TrainedSettings, register
-from loyalkit.study.methods._training import MethodContext, save, steps, teacher_copy, train
+from loyalkit.study.methods import (
+    MethodContext,
+    MethodSettings,
+    RunSpec,
+    TrainedSettings,
+    register,
+    save,
+    steps,
+    teacher_copy,
+    train,
+)
 from loyalkit.study.schema import check_number, choice, fail, number, setting
 
 
@@ -23,6 +32,7 @@ def _check_sparsities(path: str, value: Any) -> None:
         raise fail(path, f"two sparsities round to the same percent: {ids}")
 
 
+@register
 @dataclass(frozen=True)
 class MagnitudePruningSettings(TrainedSettings):
     """Magnitude pruning of the encoder's Linear weights while fine-tuning, one run per sparsity.
@@ -30,6 +40,10 @@ class MagnitudePruningSettings(TrainedSettings):
     The cubic schedule of Zhu & Gupta ramps from 0 to each sparsity over the first
     ``ramp_share`` of the training steps; the rest fine-tunes at the target.
     """
+
+    name = "magnitude-pruning"
+    order = 30
+    paper = {"sparsities": (0.5, 0.7, 0.9), "epochs": 3.0}
 
     sparsities: tuple[float, ...] = setting((0.5, 0.8), _check_sparsities)
     scope: Literal["global", "layer"] = choice("global", "global", "layer")
@@ -43,27 +57,20 @@ class MagnitudePruningSettings(TrainedSettings):
         kept = tuple(s for s in self.sparsities if f"-{round(100 * s)}" in set(suffixes))
         return dataclasses.replace(self, sparsities=kept) if kept else None
 
+    def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
+        from loyalkit.callbacks import MagnitudePruningCallback
+        from loyalkit.compression import CubicSchedule
 
-@register(
-    "magnitude-pruning",
-    MagnitudePruningSettings,
-    lambda settings, sparsity: f"MP-{round(100 * (sparsity or 0))}%",
-    order=30,
-    paper=MagnitudePruningSettings(sparsities=(0.5, 0.7, 0.9), epochs=3.0),
-)
-def magnitude_pruning(context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
-    """Fine-tune while pruning the encoder's Linear weights to ``run.sparsity`` (cubic schedule)."""
-    from loyalkit.callbacks import MagnitudePruningCallback
-    from loyalkit.compression import CubicSchedule
+        assert run.sparsity is not None
+        total = steps(context, self)
+        end = max(1, round(self.ramp_share * total))
+        schedule = CubicSchedule(
+            target_sparsity=run.sparsity, start_step=0, end_step=end, frequency=max(1, end // 10)
+        )
+        callback = MagnitudePruningCallback(schedule, scope=self.scope)
+        model = teacher_copy(context)
+        trainer = train(context, model, self, seed, model_dir, [callback], max_steps=total)
+        save(context, trainer.model, model_dir)
 
-    settings = run.settings
-    assert isinstance(settings, MagnitudePruningSettings) and run.sparsity is not None
-    total = steps(context, settings)
-    end = max(1, round(settings.ramp_share * total))
-    schedule = CubicSchedule(
-        target_sparsity=run.sparsity, start_step=0, end_step=end, frequency=max(1, end // 10)
-    )
-    callback = MagnitudePruningCallback(schedule, scope=settings.scope)
-    model = teacher_copy(context)
-    trainer = train(context, model, settings, seed, model_dir, [callback], max_steps=total)
-    save(context, trainer.model, model_dir)
+    def title(self, variant: float | None) -> str:
+        return f"MP-{round(100 * (variant or 0))}%"

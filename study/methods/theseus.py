@@ -7,23 +7,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loyalkit.study.methods._registry import RunSpec, StudentSettings, register
-from loyalkit.study.methods._training import MethodContext, check_student_layers, steps, train
+from loyalkit.study.methods import (
+    MethodContext,
+    RunSpec,
+    StudentSettings,
+    check_student_layers,
+    register,
+    steps,
+    train,
+)
 from loyalkit.study.methods.kd_logit import PAPER_STUDENT
 from loyalkit.study.schema import number
 
-#: The ``paper`` preset's curriculum (the paper's reference example).
-PAPER_CURRICULUM: dict[str, Any] = {**PAPER_STUDENT, "slope": 0.0006, "intercept": 0.3}
 
-
+@register
 @dataclass(frozen=True)
 class TheseusSettings(StudentSettings):
-    """BERT-of-Theseus: successors of ``student_layers`` layers replace predecessor blocks.
+    """BERT-of-Theseus: successors of ``student_layers`` layers replace predecessor blocks;
+    cross-entropy only, the exported successor is the student.
 
     Constant schedule (the paper's baseline): p = ``replacement_rate`` for the first
     ``replacing_share`` of the steps, then 1 (the successor alone is fine-tuned). With ``slope``
     set, the paper's linear curriculum p = min(1, slope * step + ``intercept``) instead.
     """
+
+    name = "theseus"
+    order = 80
+    paper = {**PAPER_STUDENT, "slope": 0.0006, "intercept": 0.3}  # the paper's reference example
 
     replacement_rate: float = number(0.5, 0, 1)
     replacing_share: float = number(0.7, 0, 1)
@@ -33,44 +43,44 @@ class TheseusSettings(StudentSettings):
     # steps, 1e-4 left MiniLM's successor at chance, 5e-4 reached 89% (the paper: 2e-5, 10k+ steps).
     learning_rate: float = 5e-4
 
-
-def replacement(context: MethodContext, run: RunSpec, seed: int) -> tuple[Any, Any]:
-    """A copy of the teacher prepared for module replacement, and its replacement schedule."""
-    from loyalkit.compression import (
-        ConstantReplacementSchedule,
-        LinearReplacementSchedule,
-        prepare_module_replacement,
-    )
-
-    settings = run.settings
-    assert isinstance(settings, TheseusSettings)
-    check_student_layers(context, run, settings.student_layers)
-    model = copy.deepcopy(context.teacher).train()
-    prepare_module_replacement(model, settings.student_layers, successor_init="bottom", seed=seed)
-    schedule: Any
-    if settings.slope is not None:
-        schedule = LinearReplacementSchedule(slope=settings.slope, intercept=settings.intercept)
-    else:
-        schedule = ConstantReplacementSchedule(
-            rate=settings.replacement_rate,
-            replacing_steps=round(settings.replacing_share * steps(context, settings)),
+    def replacement(self, context: MethodContext, run: RunSpec, seed: int) -> tuple[Any, Any]:
+        """A copy of the teacher prepared for module replacement, and its replacement schedule."""
+        from loyalkit.compression import (
+            ConstantReplacementSchedule,
+            LinearReplacementSchedule,
+            prepare_module_replacement,
         )
-    return model, schedule
 
+        check_student_layers(context, run, self.student_layers)
+        model = copy.deepcopy(context.teacher).train()
+        prepare_module_replacement(model, self.student_layers, successor_init="bottom", seed=seed)
+        schedule: Any
+        if self.slope is not None:
+            schedule = LinearReplacementSchedule(slope=self.slope, intercept=self.intercept)
+        else:
+            replacing_steps = round(self.replacing_share * steps(context, self))
+            schedule = ConstantReplacementSchedule(self.replacement_rate, replacing_steps)
+        return model, schedule
 
-@register(
-    "theseus",
-    TheseusSettings,
-    lambda settings, _: f"Theseus-L{settings.student_layers}",
-    order=80,
-    paper=TheseusSettings(**PAPER_CURRICULUM),
-)
-def theseus(context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
-    """BERT-of-Theseus: cross-entropy only; the exported successor is the student."""
-    from loyalkit.callbacks import ModuleReplacementCallback
+    def callbacks(
+        self, context: MethodContext, schedule: Any, seed: int, model_dir: Path
+    ) -> list[Any]:
+        from loyalkit.callbacks import ModuleReplacementCallback
 
-    model, schedule = replacement(context, run, seed)
-    export = ModuleReplacementCallback(schedule, seed=seed, export_dir=str(model_dir))
-    train(context, model, run.settings, seed, model_dir, [export])
-    if context.is_main_process:
-        context.tokenizer.save_pretrained(model_dir)
+        return [ModuleReplacementCallback(schedule, seed=seed, export_dir=str(model_dir))]
+
+    def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
+        model, schedule = self.replacement(context, run, seed)
+        train(
+            context,
+            model,
+            self,
+            seed,
+            model_dir,
+            self.callbacks(context, schedule, seed, model_dir),
+        )
+        if context.is_main_process:  # the callback exported the successor
+            context.tokenizer.save_pretrained(model_dir)
+
+    def title(self, variant: float | None) -> str:
+        return f"Theseus-L{self.student_layers}"
