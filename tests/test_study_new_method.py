@@ -23,40 +23,15 @@ from loyalkit.study.config import StudyConfig
 from loyalkit.study.methods import REGISTRY
 from loyalkit.study.runner import run_study
 
-# The README's example ("Adding a study method"), as a contributor would write it.
-METHOD_FILE = '''
-"""One-shot magnitude pruning: the teacher's smallest weights zeroed, no fine-tuning."""
-
-from __future__ import annotations
-
-import copy
-from dataclasses import dataclass
-from pathlib import Path
-
-from loyalkit.study.methods import MethodContext, MethodSettings, RunSpec, register, save
-from loyalkit.study.schema import choice, number
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-@register
-@dataclass(frozen=True)
-class OneShotPruningSettings(MethodSettings):
-    """Zero the ``sparsity`` share of smallest-magnitude weights of the teacher's layers."""
-
-    name = "one-shot-pruning"  # its key in config files; no `order`: it runs after the others
-
-    sparsity: float = number(0.3, 0, 0.99, open_low=True)
-    scope: str = choice("global", "global", "layer")
-
-    def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
-        from loyalkit.compression import magnitude_prune
-
-        model = copy.deepcopy(context.teacher)
-        magnitude_prune(model, self.sparsity, scope=self.scope)
-        save(context, model, model_dir)
-
-    def title(self, variant: float | None) -> str:
-        return f"OS-{round(100 * self.sparsity)}%"
-'''
+def readme_method_file() -> str:
+    """The README's example method ("Adding a study method"): what a contributor would write."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Adding a study method") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```\n", start)]
 
 
 @pytest.fixture(autouse=True)
@@ -66,10 +41,10 @@ def _one_thread() -> None:
 
 @pytest.fixture
 def one_shot(tmp_path: Path) -> Iterator[ModuleType]:
-    """The method file above, written to disk and imported (its decorator registers it)."""
+    """The README's method file, written to disk and imported (its decorator registers it)."""
     saved = dict(REGISTRY)
     path = tmp_path / "one_shot_pruning.py"
-    path.write_text(METHOD_FILE, encoding="utf-8")
+    path.write_text(readme_method_file(), encoding="utf-8")
     spec = importlib.util.spec_from_file_location("one_shot_pruning", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
