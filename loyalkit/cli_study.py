@@ -198,12 +198,13 @@ def _print_config(args: argparse.Namespace) -> int:
 
 
 def _report(folder: Path) -> int:
+    from loyalkit.study.records import read_results
     from loyalkit.study.report import write_report
 
     path = folder / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"DIR: no results.json in {str(folder)!r}")
-    results = json.loads(path.read_text(encoding="utf-8"))
+    results = read_results(path).to_dict()  # checked against the records, older versions too
     for written in write_report(results, folder):
         print(written)
     return 0
