@@ -8,6 +8,7 @@ import json
 import pkgutil
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -20,7 +21,7 @@ from transformers import AutoModelForSequenceClassification
 import loyalkit.study.methods as study_methods
 from loyalkit.cli import main
 from loyalkit.study.config import StudyConfig
-from loyalkit.study.methods import REGISTRY
+from loyalkit.study.methods import REGISTRY, MethodSettings, register
 from loyalkit.study.runner import run_study
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -62,6 +63,26 @@ def test_every_method_file_of_the_package_registers_its_method() -> None:
     registered = {m.__module__.rsplit(".", 1)[-1] for m in REGISTRY.values()}
     assert registered == methods
     assert list(REGISTRY)[0] == "int8-ptq" and list(REGISTRY)[-1] == "combined"
+
+
+def test_a_method_without_a_name_or_a_build_is_refused_when_registered() -> None:
+    @dataclass(frozen=True)
+    class Nameless(MethodSettings):
+        pass
+
+    with pytest.raises(TypeError, match=r"Nameless: a method needs a class attribute `name`"):
+        register(Nameless)
+
+    @dataclass(frozen=True)
+    class Unbuilt(MethodSettings):
+        name = "unbuilt"
+
+        def title(self, variant: float | None) -> str:
+            return "U"
+
+    with pytest.raises(TypeError, match=r"Unbuilt \('unbuilt'\) must define `build`"):
+        register(Unbuilt)
+    assert "unbuilt" not in REGISTRY
 
 
 def test_a_new_method_file_appears_in_the_printed_config(

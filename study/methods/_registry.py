@@ -85,6 +85,9 @@ def register(cls: Settings) -> Settings:
     name = vars(cls).get("name")
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__name__}: a method needs a class attribute `name` (a string)")
+    for hook in ("build", "title"):
+        if getattr(cls, hook) is getattr(MethodSettings, hook):
+            raise TypeError(f"{cls.__name__} ({name!r}) must define `{hook}`")
     methods: list[type[MethodSettings]] = [m for m in REGISTRY.values() if m.name != name]
     methods = sorted([*methods, cls], key=lambda m: m.order)
     REGISTRY.clear()
