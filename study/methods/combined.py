@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from loyalkit.study.methods import MethodContext, register
+from loyalkit.study.methods.kd_logit import kd_alpha, kd_temperature
 from loyalkit.study.methods.theseus import TheseusSettings
-from loyalkit.study.schema import number
 
 
 @register
@@ -20,8 +20,8 @@ class CombinedSettings(TheseusSettings):
     name = "combined"
     order = 90
 
-    temperature: float = number(2.0, 0, open_low=True)
-    alpha: float = number(0.5, 0, 1)
+    temperature: float = kd_temperature(2.0)
+    alpha: float = kd_alpha()
 
     def callbacks(
         self, context: MethodContext, schedule: Any, seed: int, model_dir: Path

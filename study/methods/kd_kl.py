@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loyalkit.study.methods import MethodContext, RunSpec, StudentSettings, register
-from loyalkit.study.methods.kd_logit import PAPER_STUDENT, distill
-from loyalkit.study.schema import number
+from loyalkit.study.methods.kd_logit import PAPER_STUDENT, distill, kd_temperature
 
 
 @register
@@ -19,7 +18,7 @@ class KLKDSettings(StudentSettings):
     order = 60
     paper = PAPER_STUDENT
 
-    temperature: float = number(1.0, 0, open_low=True)
+    temperature: float = kd_temperature(1.0)
 
     def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
         options = {"temperature": self.temperature, "alpha": 1.0, "cache_teacher_logits": True}

@@ -17,6 +17,17 @@ from loyalkit.study.methods import (
 )
 from loyalkit.study.schema import number
 
+
+def kd_temperature(default: float) -> Any:
+    """The soft targets' temperature (> 0): one declaration for every KD method."""
+    return number(default, 0, open_low=True)
+
+
+def kd_alpha(default: float = 0.5) -> Any:
+    """The weight of the soft targets against the hard labels, in [0, 1]."""
+    return number(default, 0, 1)
+
+
 #: The ``paper`` preset's student training, shared by the KD and Theseus methods.
 PAPER_STUDENT: dict[str, Any] = {"epochs": 4.0, "learning_rate": 5e-5, "batch_size": 32}
 
@@ -53,8 +64,8 @@ class LogitKDSettings(StudentSettings):
     order = 50
     paper = PAPER_STUDENT
 
-    temperature: float = number(2.0, 0, open_low=True)
-    alpha: float = number(0.5, 0, 1)
+    temperature: float = kd_temperature(2.0)
+    alpha: float = kd_alpha()
 
     def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
         options = {"temperature": self.temperature, "alpha": self.alpha}
