@@ -23,7 +23,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from loyalkit.study.config import METHOD_SETTINGS, PRESETS
+from loyalkit.study.config import PRESETS
+from loyalkit.study.methods import REGISTRY
 
 _DESCRIPTION = """\
 The study of Xu et al. (2021), "Beyond Preserved Accuracy", on your model and data: fine-tune (or
@@ -107,7 +108,7 @@ def _add_run(actions: Any) -> argparse.ArgumentParser:
         nargs="+",
         metavar="METHOD",
         help="run only these methods (others are skipped, not deleted): method names "
-        f"({', '.join(METHOD_SETTINGS)}) or run ids such as magnitude-pruning-50",
+        f"({', '.join(REGISTRY)}) or run ids such as magnitude-pruning-50",
     )
     parser.add_argument(
         "--threads",
@@ -197,12 +198,13 @@ def _print_config(args: argparse.Namespace) -> int:
 
 
 def _report(folder: Path) -> int:
+    from loyalkit.study.records import read_results
     from loyalkit.study.report import write_report
 
     path = folder / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"DIR: no results.json in {str(folder)!r}")
-    results = json.loads(path.read_text(encoding="utf-8"))
+    results = read_results(path).to_dict()  # checked against the records, older versions too
     for written in write_report(results, folder):
         print(written)
     return 0

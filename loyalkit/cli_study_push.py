@@ -9,7 +9,6 @@ Reads the study's ``RESULTS_DIR/results.json``, writes the model card of one com
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +77,14 @@ def run_push(args: argparse.Namespace, api: Any = None) -> int:
     """Build, check and push (or, with ``--dry-run``, only show) the card and the model."""
     from loyalkit.study.hub_push import check_repo_id, push_model
     from loyalkit.study.model_card import build_model_card, card_eval_results, find_run
+    from loyalkit.study.records import read_results
 
     results_dir = Path(args.results_dir)
     results_file = results_dir / "results.json"
     if not results_file.is_file():
         raise FileNotFoundError(f"RESULTS_DIR {str(results_dir)!r} holds no results.json")
     check_repo_id(args.repo_id)
-    results = json.loads(results_file.read_text(encoding="utf-8"))
+    results = read_results(results_file).to_dict()  # checked against the records
     run = find_run(results, args.method, args.seed)
     if not run.get("model_dir"):
         raise ValueError(f"method {args.method!r} seed {run.get('seed')} saved no model to push")

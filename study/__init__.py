@@ -1,10 +1,10 @@
 """The study: compress a teacher every way and report accuracy, loyalty and robustness.
 
 ``config`` (what to run: task, teacher, methods, attack, seeds; presets ``quick`` and ``paper``),
-``task_data`` (the task's data), ``methods`` (one function per compression method, on
-``loyalkit.compression`` and ``loyalkit.callbacks`` in a plain ``Trainer``), ``measure`` (size,
-latency, accuracy, loyalty), ``runner`` (the resumable run), ``report``/``plots`` (the table and
-figures), ``model_card``/``hub_push`` (publishing a compressed model). The command line is
+``task_data`` (the task's data), ``methods`` (one file per compression method: its settings and
+how it builds the student, on ``loyalkit.compression`` and ``loyalkit.callbacks`` in a plain
+``Trainer``), ``measure`` (size, latency, accuracy, loyalty), ``runner`` (the resumable run),
+``records`` (the typed ``results.json``), ``report``/``plots`` (the table and figures), ``model_card``/``hub_push`` (publishing a compressed model). The command line is
 ``loyalkit study`` (``loyalkit.cli_study``). Names below are re-exported lazily.
 
 Example::
@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "load_config": "loyalkit.study.config",
     "load_task": "loyalkit.study.task_data",
     "preset": "loyalkit.study.config",
+    "read_results": "loyalkit.study.records",
     "run_study": "loyalkit.study.runner",
     "write_report": "loyalkit.study.report",
 }
@@ -36,12 +37,14 @@ __all__ = [
     "load_config",
     "load_task",
     "preset",
+    "read_results",
     "run_study",
     "write_report",
 ]
 
 if TYPE_CHECKING:
     from loyalkit.study.config import StudyConfig, load_config, preset
+    from loyalkit.study.records import read_results
     from loyalkit.study.report import write_report
     from loyalkit.study.runner import run_study
     from loyalkit.study.task_data import TaskConfig, load_task

@@ -3,7 +3,7 @@
 Layout of ``config.output_dir``::
 
     study.log                      the log of every run of the command
-    results.json                   rewritten after every run (schema: INTERFACES.md section D)
+    results.json                   rewritten after every run (``loyalkit.study.records.StudyResults``)
     results.md, *.png              the report (``loyalkit.study.report.write_report``)
     teacher/                       the fine-tuned teacher (model, tokenizer, done.json, attack.json)
     methods/<method>/seed-<s>/     model/ (the student), done.json or failed.json, attack.json
@@ -57,6 +57,7 @@ from loyalkit.study.measure import (
     size_on_disk_mb,
     time_models,
 )
+from loyalkit.study.records import RunRecord, StudyResults, TeacherRecord
 from loyalkit.study.state import (
     FINGERPRINT_VERSION,
     changed_files,
@@ -185,27 +186,7 @@ def _measure_run(
 
 
 def _empty_run(spec: RunSpec, seed: int) -> dict[str, Any]:
-    return {
-        "method": spec.method,
-        "title": spec.title,
-        "seed": seed,
-        "status": "failed",
-        "error": None,
-        "model_dir": None,
-        "layers": None,
-        "parameters": None,
-        "size_on_disk_mb": None,
-        "latency_ms": None,
-        "speedup": None,
-        "train_seconds": None,
-        "accuracy": None,
-        "label_loyalty": None,
-        "probability_loyalty": None,
-        "flips": None,
-        "kl_divergence": None,
-        "attack": None,
-        "adversarial_loyalty": None,
-    }
+    return RunRecord(method=spec.method, title=spec.title, seed=seed).to_dict()
 
 
 def _do_run(
@@ -228,8 +209,7 @@ def _do_run(
         set_seed(seed)
         started = time.perf_counter()
         # Looked up at call time, so a method can be replaced (tests, plug-ins).
-        function = study_methods.METHODS[spec.family]
-        function(context["method_context"], spec, seed, folder / "model")
+        spec.settings.build(context["method_context"], spec, seed, folder / "model")
         record["train_seconds"] = time.perf_counter() - started
         state.wait_for_everyone()
         if state.is_main_process:
@@ -366,16 +346,17 @@ def _results(
     import loyalkit
     from loyalkit.study.report import summarize
 
-    return {
-        "loyalkit_version": loyalkit.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": _environment(processes),
-        "config": config.to_dict(),
-        "task": _task_record(task, config),
-        "teacher": teacher,
-        "runs": runs,
-        "summary": summarize(runs),
-    }
+    # Through the records: a key written here but not declared there is an error.
+    return StudyResults(
+        loyalkit_version=loyalkit.__version__,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        environment=_environment(processes),
+        config=config.to_dict(),
+        task=_task_record(task, config),
+        teacher=TeacherRecord.from_dict(teacher),
+        runs=[RunRecord.from_dict(run) for run in runs],
+        summary=summarize(runs),
+    ).to_dict()
 
 
 def _time_all(

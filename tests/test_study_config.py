@@ -10,14 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from loyalkit.study.config import (
-    METHOD_SETTINGS,
-    KLKDSettings,
-    LogitKDSettings,
-    StudyConfig,
-    load_config,
-    preset,
-)
+from loyalkit.study.config import StudyConfig, load_config, preset
+from loyalkit.study.methods import REGISTRY
+from loyalkit.study.methods.kd_kl import KLKDSettings
+from loyalkit.study.methods.kd_logit import LogitKDSettings
 
 
 def write(path: Path, data: Any) -> Path:
@@ -41,12 +37,12 @@ def test_presets_round_trip_through_files(tmp_path: Path, name: str, suffix: str
 
 def test_quick_preset_runs_every_method_once_per_sparsity() -> None:
     config = preset("quick")
-    assert set(config.methods) == set(METHOD_SETTINGS)
+    assert set(config.methods) == set(REGISTRY)
     sparsities = config.methods["magnitude-pruning"].sparsities  # type: ignore[attr-defined]
     methods = [run.method for run in config.runs()]
     expected = [f"magnitude-pruning-{round(100 * s)}" for s in sparsities]
     assert [m for m in methods if m.startswith("magnitude-pruning")] == expected
-    assert len(methods) == len(METHOD_SETTINGS) - 1 + len(sparsities)
+    assert len(methods) == len(REGISTRY) - 1 + len(sparsities)
     assert preset("paper").seeds == (0, 1, 2)
 
 

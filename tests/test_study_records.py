@@ -1,0 +1,63 @@
+"""Typed records of results.json: the studies kept in benchmarks/ read back unchanged; versions and
+bad keys are named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loyalkit.study.records import SCHEMA_VERSION, RunRecord, StudyResults, read_results
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("study", ["sst2_study", "smollm2_study"])
+def test_kept_results_read_back_as_records_unchanged(study: str) -> None:
+    raw = json.loads((BENCHMARKS / study / "results.json").read_text(encoding="utf-8"))
+    assert "schema_version" not in raw  # written as version 1
+    results = read_results(BENCHMARKS / study)
+    assert results.schema_version == SCHEMA_VERSION == 2
+    assert len(results.runs) == len(raw["runs"])
+    for record, run in zip(results.runs, raw["runs"], strict=True):
+        assert isinstance(record, RunRecord)
+        assert (record.method, record.seed, record.accuracy) == (
+            run["method"],
+            run["seed"],
+            run["accuracy"],
+        )
+    assert results.teacher.accuracy == raw["teacher"]["accuracy"]
+    assert results.to_dict() == {"schema_version": 2, **raw}  # the migration only adds the key
+
+
+def test_versions_and_keys_are_checked() -> None:
+    raw = json.loads((BENCHMARKS / "smollm2_study" / "results.json").read_text(encoding="utf-8"))
+    current = StudyResults.from_dict(raw).to_dict()
+    assert StudyResults.from_dict(current).to_dict() == current
+    assert list(current)[0] == "schema_version"
+    with pytest.raises(ValueError, match=r"schema_version 3 is newer than this loyalkit reads"):
+        StudyResults.from_dict({**raw, "schema_version": 3})
+    runs = [dict(run) for run in raw["runs"]]
+    runs[2]["acuracy"] = 0.5
+    with pytest.raises(ValueError, match=r"results.runs\[2\]: unknown key 'acuracy'"):
+        StudyResults.from_dict({**raw, "runs": runs})
+    del runs[2]["acuracy"], runs[2]["method"]
+    with pytest.raises(ValueError, match=r"results.runs\[2\]: missing key 'method'"):
+        StudyResults.from_dict({**raw, "runs": runs})
+    with pytest.raises(ValueError, match=r"results: unknown key 'sumary'"):
+        StudyResults.from_dict({**raw, "sumary": []})
+    teacher = {k: v for k, v in raw["teacher"].items() if k != "model_dir"}
+    with pytest.raises(ValueError, match=r"results.teacher: missing key 'model_dir'"):
+        StudyResults.from_dict({**raw, "teacher": teacher})
+
+
+def test_a_new_run_record_is_a_failed_run_until_measured() -> None:
+    record = RunRecord(method="kd-logit", title="KD-L3", seed=1)
+    assert record.to_dict()["status"] == "failed"
+    assert [k for k, v in record.to_dict().items() if v is not None] == [
+        "method",
+        "title",
+        "seed",
+        "status",
+    ]
