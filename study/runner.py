@@ -3,7 +3,7 @@
 Layout of ``config.output_dir``::
 
     study.log                      the log of every run of the command
-    results.json                   rewritten after every run (schema: INTERFACES.md section D)
+    results.json                   rewritten after every run (written by ``_results``)
     results.md, *.png              the report (``loyalkit.study.report.write_report``)
     teacher/                       the fine-tuned teacher (model, tokenizer, done.json, attack.json)
     methods/<method>/seed-<s>/     model/ (the student), done.json or failed.json, attack.json
