@@ -28,11 +28,6 @@ from loyalkit.robustness.isolated import AttackWorker
 NUM_EXAMPLES = 12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Any:
     loaded = classifier_setup(tmp_path_factory, steps=10)

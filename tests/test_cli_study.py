@@ -7,17 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from study_helpers import tiny_study
 
 from loyalkit.cli import SUBCOMMAND_MODULES, build_parser, main
 from loyalkit.study.config import load_config, preset
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def study_actions() -> dict[str, argparse.ArgumentParser]:

@@ -59,11 +59,6 @@ from loyalkit.compression.quantization import is_fake_quantized
 TEMPERATURE, ALPHA = 2.0, 0.5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))

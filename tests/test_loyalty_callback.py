@@ -20,11 +20,6 @@ from transformers import Trainer, TrainingArguments
 from loyalkit.callbacks.loyalty import LoyaltyCallback
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))

@@ -29,11 +29,6 @@ WIKITEXT = str(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def test_gguf_file_and_converted_folder_are_the_same_model(tmp_path, capsys):
     out = tmp_path / "report.json"
     args = ["compare", "lm", "--quiet", "--teacher", str(gguf_path()), "--student",

@@ -24,11 +24,6 @@ from loyalkit.study.measure import load_student
 from loyalkit.study.runner import run_study
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def _write_teacher(folder: Path, arch: str, train_file: Path) -> None:
     from transformers import BertTokenizerFast
 
