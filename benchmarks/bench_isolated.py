@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_attack import DATA, read_tsv, teacher
+from bench_attack import DATA, teacher
+from sst2 import sst2_rows
 
 
 def outcome(example: dict[str, Any]) -> tuple[Any, ...]:
@@ -70,7 +71,7 @@ def main() -> None:
     folder = teacher(args.cache, args.train_size)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    dev = read_tsv(DATA / "sst2" / "dev.tsv")
+    dev = sst2_rows("dev", strip=True)
     in_process = textattack_runs_here()
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, transformers "
