@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from tiny_bert import tiny_bert, tiny_sentiment_texts, tiny_tokenizer
 
@@ -29,6 +30,39 @@ def read_split(path: Path) -> tuple[list[str], list[int]]:
     with path.open(encoding="utf-8") as file:
         rows = list(csv.DictReader(file, delimiter="\t", quoting=csv.QUOTE_NONE))
     return [r["sentence"] for r in rows], [LABEL_NAMES.index(r["label"]) for r in rows]
+
+
+def saved_model_logits(
+    model_dir: Path, texts: list[str], pairs: list[str] | None = None
+) -> torch.Tensor:
+    """Logits of the model saved in ``model_dir``, reloaded with the tokenizer saved beside it, on
+    ``texts`` (first segments, with ``pairs`` as second ones), padded together at 32 tokens."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    segments = (texts,) if pairs is None else (texts, pairs)
+    batch = tokenizer(*segments, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+class CountingMethods:
+    """Wraps the study's method functions to count the (method, seed) runs that really train."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from loyalkit.study import methods as study_methods
+
+        self.calls: list[tuple[str, int]] = []
+        for name, function in list(study_methods.METHODS.items()):
+            monkeypatch.setitem(study_methods.METHODS, name, self._wrap(function))
+
+    def _wrap(self, function: Any) -> Any:
+        def counted(context: Any, run: Any, seed: int, model_dir: Path) -> None:
+            self.calls.append((run.method, seed))
+            function(context, run, seed, model_dir)
+
+        return counted
 
 
 def write_teacher(folder: Path, train_file: Path, steps: int = 40) -> Path:
