@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
 import json
 import math
 import random
@@ -406,17 +405,14 @@ def attack_model(
         text_columns: one column (single sentences) or two (sentence pairs).
         label_column: the gold label column (class ids).
         worker: the isolated worker to attack through (see above).
-        progress: called as ``progress(done, sampled)`` with ``done = 0`` before the first
-            example, then after each one (a progress bar).
+        progress: called as ``progress(done, sampled)``: with ``done = 0`` before the first
+            example, then once after each one (a progress bar).
     """
     config = AttackConfig() if config is None else config
     if not isinstance(config, AttackConfig):
         raise TypeError(f"`config` must be an AttackConfig, got {type(config).__name__}")
     rows = sample_rows(dataset, config.num_examples, config.seed, text_columns, label_column)
-    on_example = None
-    if progress is not None:
-        progress(0, len(rows))
-        on_example = functools.partial(_report_progress, progress, len(rows))
+    on_example = None if progress is None else _Progress(progress, len(rows))
     from loyalkit.robustness.textattack_setup import textattack_runs_here
 
     if worker is not None or not textattack_runs_here():
@@ -434,8 +430,18 @@ def attack_model(
     return run_attack(attack, rows, config, text_columns, on_example=on_example)
 
 
-def _report_progress(progress: Callable[[int, int], None], sampled: int, done: int) -> None:
-    progress(done, sampled)
+class _Progress:
+    """``on_example(done)`` over a ``progress(done, sampled)`` hook: called with 0 at once, then
+    once per finished example (the worker also reports 0 when its recipe is built)."""
+
+    def __init__(self, hook: Callable[[int, int], None], sampled: int) -> None:
+        self.hook, self.sampled, self.done = hook, sampled, 0
+        hook(0, sampled)
+
+    def __call__(self, done: int) -> None:
+        if done > self.done:
+            self.done = done
+            self.hook(done, self.sampled)
 
 
 def _check_columns(text_columns: Sequence[str], label_column: str) -> tuple[str, ...]:
