@@ -31,7 +31,7 @@ from lm_eval_tasks import ARC_DIR, multiple_choice_yaml, read_arc  # noqa: E402
 from smollm2_lm_loyalty import drop_layers  # noqa: E402
 from smollm2_model import smollm2_folder  # noqa: E402
 
-from loyalkit.causal_lm_loading import StudentCompression, student_from_teacher  # noqa: E402
+from loyalkit.compression.causal_lm_loading import StudentCompression, student_from_teacher  # noqa: E402
 from loyalkit.metrics.lm_eval_samples import compare_lm_eval_runs  # noqa: E402
 
 

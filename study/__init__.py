@@ -5,7 +5,7 @@
 ``loyalkit.compression`` and ``loyalkit.callbacks`` in a plain ``Trainer``), ``measure`` (size,
 latency, accuracy, loyalty), ``runner`` (the resumable run), ``report``/``plots`` (the table and
 figures), ``model_card``/``hub_push`` (publishing a compressed model). The command line is
-``loyalkit study`` (``loyalkit.cli_study``). Names below are re-exported lazily.
+``loyalkit study`` (``loyalkit.cli.study``). Names below are re-exported lazily.
 
 Example::
 

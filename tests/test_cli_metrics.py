@@ -26,8 +26,8 @@ from sklearn.metrics import accuracy_score
 
 import loyalkit
 from loyalkit.cli import build_parser, main
-from loyalkit.metric_spaces import SpaceError, push_metric_spaces
 from loyalkit.metrics.modules import METRIC_NAMES, module_path
+from loyalkit.metrics.spaces import SpaceError, push_metric_spaces
 
 BIN = Path(sys.executable).parent
 WHEEL = f"loyalkit-{loyalkit.__version__}-py3-none-any.whl"
@@ -231,7 +231,7 @@ def test_push_calls_the_hub_with_each_space_and_a_wheel_it_can_install(tmp_path:
         with zipfile.ZipFile(wheel_path) as wheel:
             names = set(wheel.namelist())
             metadata = wheel.read(f"loyalkit-{loyalkit.__version__}.dist-info/METADATA")
-        assert {"loyalkit/cli.py", "loyalkit/metrics/functional.py"} <= names
+        assert {"loyalkit/cli/__init__.py", "loyalkit/metrics/functional.py"} <= names
         assert f"loyalkit/metrics/{name}/{name}.py" in names
         assert f"Version: {loyalkit.__version__}" in metadata.decode()
     assert {name: fingerprint(module_path(name)) for name in METRIC_NAMES} == before

@@ -23,7 +23,7 @@ def study_actions() -> dict[str, argparse.ArgumentParser]:
 
 
 def test_the_study_replaces_the_demo() -> None:
-    assert "loyalkit.cli_study" in SUBCOMMAND_MODULES
+    assert "loyalkit.cli.study" in SUBCOMMAND_MODULES
     assert "loyalkit.cli_demo" not in SUBCOMMAND_MODULES
 
 

@@ -24,7 +24,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from test_study_report import RESULTS
 from tiny_bert import tiny_bert, tiny_tokenizer
 
-from loyalkit.cli_study_push import add_push_parser, run_push
+from loyalkit.cli.study_push import add_push_parser, run_push
 from loyalkit.study.hub_push import push_model
 from loyalkit.study.model_card import (
     ModelCardError,

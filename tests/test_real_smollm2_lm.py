@@ -19,8 +19,8 @@ from scipy.special import rel_entr, softmax
 from smollm2_model import gguf_path, smollm2_folder
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from loyalkit.causal_lm_loading import StudentCompression, student_from_teacher
 from loyalkit.cli import main
+from loyalkit.compression.causal_lm_loading import StudentCompression, student_from_teacher
 
 pytestmark = pytest.mark.real_model
 

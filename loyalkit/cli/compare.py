@@ -15,7 +15,7 @@ from typing import Any
 
 from loyalkit.json_lines import json_lines
 
-#: ``loyalkit.causal_lm_loading.QUANTIZATIONS``, spelled out: that module imports torch, and building
+#: ``loyalkit.compression.causal_lm_loading.QUANTIZATIONS``, spelled out: that module imports torch, and building
 #: the parser must not (a test keeps the two equal).
 QUANTIZATIONS: tuple[str, ...] = ("int8", "int4-weight-only")
 
@@ -182,7 +182,7 @@ def _check_same_tokenizer(teacher_tokenizer: Any, student_tokenizer: Any) -> Non
 
 
 def _run_lm(args: argparse.Namespace) -> int:
-    from loyalkit.causal_lm_loading import (
+    from loyalkit.compression.causal_lm_loading import (
         StudentCompression,
         load_causal_lm,
         load_tokenizer,
