@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tiny_bert import tiny_bert, tiny_sentiment_texts, tiny_tokenizer
+from tiny_bert import fit_full_batch, tiny_bert, tiny_sentiment_texts, tiny_tokenizer
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 if TYPE_CHECKING:
@@ -51,13 +51,7 @@ def make_classifier(folder: Path, steps: int = 40) -> Path:
     tokenizer = tiny_tokenizer(folder)
     texts, labels = tiny_sentiment_texts(TRAIN_SIZE, seed=0)
     batch = tokenizer(texts, padding=True, return_tensors="pt")
-    model = tiny_bert(seed=1).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        model(**batch, labels=torch.tensor(labels)).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval().save_pretrained(folder)
+    fit_full_batch(tiny_bert(seed=1), batch, labels, steps).save_pretrained(folder)
     return folder
 
 

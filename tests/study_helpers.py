@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_bert import tiny_bert, tiny_sentiment_texts, tiny_tokenizer
+from tiny_bert import fit_full_batch, tiny_bert, tiny_sentiment_texts, tiny_tokenizer
 
 LABEL_NAMES = ("negative", "positive")
 
@@ -71,14 +71,8 @@ def write_teacher(folder: Path, train_file: Path, steps: int = 40) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny_tokenizer(folder)
     texts, labels = read_split(train_file)
-    model = tiny_bert(num_labels=2, num_layers=2, seed=1).train()
     batch = tokenizer(texts, padding=True, return_tensors="pt")
-    target = torch.tensor(labels)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        model(**batch, labels=target).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    model = fit_full_batch(tiny_bert(num_labels=2, num_layers=2, seed=1), batch, labels, steps)
     model.config.id2label = dict(enumerate(LABEL_NAMES))
     model.config.label2id = {name: i for i, name in enumerate(LABEL_NAMES)}
     model.eval().save_pretrained(folder)
