@@ -54,6 +54,21 @@ def teacher(cache: Path, train_size: int) -> Path:
     return folder
 
 
+def offline_resources(cache: Path) -> Any:
+    """TextAttack's offline resources in ``cache``: WordNet and stop words (prepared once from
+    ../shared/data) and the counter-fitted neighbour sets."""
+    from loyalkit.robustness.textattack_setup import OfflineResources, prepare_nltk_data
+
+    nltk_data = cache / "nltk_data"
+    if not (nltk_data / "corpora" / "wordnet" / "lexnames").is_file():
+        prepare_nltk_data(nltk_data, lexnames=DATA / "wordnet" / "lexnames")
+    return OfflineResources(
+        nltk_data=nltk_data,
+        cache_dir=cache / "textattack",
+        synonyms=DATA / "word_substitution" / "counterfitted_neighbors.json",
+    )
+
+
 def evaluation_seconds(model: Any, tokenizer: Any, dev: list[dict[str, Any]]) -> float:
     """One Trainer.evaluate() over the dev set (batch 32, dynamic padding), as during training."""
     from datasets import Dataset
@@ -106,16 +121,8 @@ def main() -> None:
         sample_rows,
     )
     from loyalkit.robustness.recipes import build_attack
-    from loyalkit.robustness.textattack_setup import OfflineResources, prepare_nltk_data
 
-    nltk_data = args.cache / "nltk_data"
-    if not (nltk_data / "corpora" / "wordnet" / "lexnames").is_file():
-        prepare_nltk_data(nltk_data, lexnames=DATA / "wordnet" / "lexnames")
-    resources = OfflineResources(
-        nltk_data=nltk_data,
-        cache_dir=args.cache / "textattack",
-        synonyms=DATA / "word_substitution" / "counterfitted_neighbors.json",
-    )
+    resources = offline_resources(args.cache)
     from loyalkit.robustness.textattack_setup import import_textattack
 
     textattack = import_textattack(resources)

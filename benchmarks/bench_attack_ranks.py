@@ -33,10 +33,9 @@ def child(args: argparse.Namespace) -> None:
 
     from loyalkit.callbacks import AttackCallback
     from loyalkit.robustness.attack_runner import sample_rows
-    from loyalkit.robustness.textattack_setup import OfflineResources, prepare_nltk_data
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_attack import DATA, teacher
+    from bench_attack import offline_resources, teacher
     from sst2 import sst2_rows
 
     torch.set_num_threads(1)
@@ -48,14 +47,7 @@ def child(args: argparse.Namespace) -> None:
     data = Dataset.from_list(rows).map(
         lambda b: tokenizer(b["sentence"], truncation=True, max_length=64), batched=True
     )
-    nltk_data = args.cache / "nltk_data"
-    if not (nltk_data / "corpora" / "stopwords" / "english").is_file():
-        prepare_nltk_data(nltk_data, lexnames=DATA / "wordnet" / "lexnames")
-    resources = OfflineResources(
-        nltk_data=nltk_data,
-        cache_dir=args.cache / "textattack",
-        synonyms=DATA / "word_substitution" / "counterfitted_neighbors.json",
-    )
+    resources = offline_resources(args.cache)
     training = Args(
         output_dir=tempfile.mkdtemp(),
         per_device_eval_batch_size=32,

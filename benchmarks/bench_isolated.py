@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_attack import DATA, teacher
+from bench_attack import offline_resources, teacher
 from sst2 import sst2_rows
 
 
@@ -54,20 +54,9 @@ def main() -> None:
         sample_rows,
     )
     from loyalkit.robustness.isolated import AttackWorker
-    from loyalkit.robustness.textattack_setup import (
-        OfflineResources,
-        prepare_nltk_data,
-        textattack_runs_here,
-    )
+    from loyalkit.robustness.textattack_setup import textattack_runs_here
 
-    nltk_data = args.cache / "nltk_data"
-    if not (nltk_data / "corpora" / "wordnet" / "lexnames").is_file():
-        prepare_nltk_data(nltk_data, lexnames=DATA / "wordnet" / "lexnames")
-    resources = OfflineResources(
-        nltk_data=nltk_data,
-        cache_dir=args.cache / "textattack",
-        synonyms=DATA / "word_substitution" / "counterfitted_neighbors.json",
-    )
+    resources = offline_resources(args.cache)
     folder = teacher(args.cache, args.train_size)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
