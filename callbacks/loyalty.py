@@ -42,7 +42,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -59,6 +59,7 @@ from transformers import (
 
 from loyalkit.callbacks.conflicts import Change, conflict
 from loyalkit.compression.distillation import check_same_vocabulary, teacher_inputs
+from loyalkit.logits import model_logits
 from loyalkit.metrics import loyalty
 
 __all__ = ["LOYALTY_METRICS", "LoyaltyCallback"]
@@ -290,27 +291,28 @@ class LoyaltyCallback(TrainerCallback):
         teacher = self.teacher.to(device).eval()
         label_names = set(trainer.label_names or ["labels"])
         gather = trainer.accelerator.gather_for_metrics
-        logits, labels = [], []
-        for batch in dataloader:
-            # Only what the teacher's forward reads the same way (mixed families: no
-            # token_type_ids for DistilBERT or GPT-2).
-            inputs = teacher_inputs(
-                teacher,
-                {
-                    k: v.to(device)
-                    for k, v in batch.items()
-                    if k not in label_names and isinstance(v, torch.Tensor)
-                },
-                trainer.model,
-            )
-            outputs = teacher(**inputs)
-            batch_logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
-            logits.append(gather(batch_logits.float()).cpu().numpy())
-            batch_labels = [batch[k] for k in label_names if k in batch]
-            if len(batch_labels) == 1:
-                labels.append(gather(batch_labels[0].to(device)).cpu().numpy())
+        labels = []
+
+        def teacher_batches() -> Iterator[dict[str, torch.Tensor]]:
+            for batch in dataloader:
+                batch_labels = [batch[k] for k in label_names if k in batch]
+                if len(batch_labels) == 1:
+                    labels.append(gather(batch_labels[0].to(device)).cpu().numpy())
+                # Only what the teacher's forward reads the same way (mixed families: no
+                # token_type_ids for DistilBERT or GPT-2).
+                yield teacher_inputs(
+                    teacher,
+                    {
+                        k: v.to(device)
+                        for k, v in batch.items()
+                        if k not in label_names and isinstance(v, torch.Tensor)
+                    },
+                    trainer.model,
+                )
+
+        logits = model_logits(teacher, teacher_batches(), each=gather).numpy()
         self.teacher_passes += 1
-        return np.concatenate(logits), (np.concatenate(labels) if labels else None)
+        return logits, (np.concatenate(labels) if labels else None)
 
     @staticmethod
     def _check_same_examples(

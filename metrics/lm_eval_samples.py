@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from loyalkit.json_lines import json_lines
 from loyalkit.metrics.functional import label_agreement, probability_loyalty_per_example
 
 __all__ = ["TaskSamples", "compare_lm_eval_runs", "lm_eval_report_table", "read_lm_eval_run"]
@@ -68,13 +69,7 @@ def _task_configs(directory: Path) -> dict[str, dict[str, Any]]:
 
 def _read_records(path: Path) -> dict[int, dict[str, Any]]:
     records: dict[int, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} line {number} is not JSON: {error}") from None
+    for number, record in json_lines(path.read_text(encoding="utf-8"), str(path)):
         doc_id = record.get("doc_id") if isinstance(record, dict) else None
         if isinstance(doc_id, bool) or not isinstance(doc_id, int):
             raise ValueError(

@@ -388,6 +388,7 @@ def attack_model(
     text_columns: Sequence[str] = ("sentence",),
     label_column: str = "label",
     worker: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> AttackReport:
     """Attack ``model`` on a seeded sample of ``dataset`` (see the module docstring).
 
@@ -404,22 +405,43 @@ def attack_model(
         text_columns: one column (single sentences) or two (sentence pairs).
         label_column: the gold label column (class ids).
         worker: the isolated worker to attack through (see above).
+        progress: called as ``progress(done, sampled)``: with ``done = 0`` before the first
+            example, then once after each one (a progress bar).
     """
     config = AttackConfig() if config is None else config
     if not isinstance(config, AttackConfig):
         raise TypeError(f"`config` must be an AttackConfig, got {type(config).__name__}")
     rows = sample_rows(dataset, config.num_examples, config.seed, text_columns, label_column)
+    on_example = None if progress is None else _Progress(progress, len(rows))
     from loyalkit.robustness.textattack_setup import textattack_runs_here
 
     if worker is not None or not textattack_runs_here():
         from loyalkit.robustness.isolated import AttackWorker
 
         if worker is not None:
-            return worker.attack(model, tokenizer, rows, config, text_columns)
+            return worker.attack(
+                model, tokenizer, rows, config, text_columns, on_example=on_example
+            )
         with AttackWorker() as temporary:
-            return temporary.attack(model, tokenizer, rows, config, text_columns)
+            return temporary.attack(
+                model, tokenizer, rows, config, text_columns, on_example=on_example
+            )
     attack = build_model_attack(model, tokenizer, config)
-    return run_attack(attack, rows, config, text_columns)
+    return run_attack(attack, rows, config, text_columns, on_example=on_example)
+
+
+class _Progress:
+    """``on_example(done)`` over a ``progress(done, sampled)`` hook: called with 0 at once, then
+    once per finished example (the worker also reports 0 when its recipe is built)."""
+
+    def __init__(self, hook: Callable[[int, int], None], sampled: int) -> None:
+        self.hook, self.sampled, self.done = hook, sampled, 0
+        hook(0, sampled)
+
+    def __call__(self, done: int) -> None:
+        if done > self.done:
+            self.done = done
+            self.hook(done, self.sampled)
 
 
 def _check_columns(text_columns: Sequence[str], label_column: str) -> tuple[str, ...]:

@@ -20,14 +20,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from loyalkit.logits import eval_mode, model_logits
 
 if TYPE_CHECKING:
     from loyalkit.robustness.textattack_setup import OfflineResources
@@ -56,40 +57,24 @@ def max_query_length(tokenizer: Any) -> int:
     return _FALLBACK_MAX_LENGTH if length >= _UNSET_MAX_LENGTH else length
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd for the duration; the model's previous mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def predict_logits(
     model: nn.Module, tokenizer: Any, inputs: Sequence[Any], batch_size: int = 32
 ) -> torch.Tensor:
     """``model``'s float logits on CPU for ``inputs`` (strings, or tuples for sentence pairs),
     tokenized as TextAttack's wrapper does but padded per batch, in eval mode, without autograd."""
     inputs = list(inputs)
-    device = next(model.parameters()).device
-    outputs = []
-    with eval_mode(model):
-        for start in range(0, len(inputs), batch_size):
-            encoded = tokenizer(
-                inputs[start : start + batch_size],
-                add_special_tokens=True,
-                padding=True,
-                max_length=max_query_length(tokenizer),
-                truncation=True,
-                return_tensors="pt",
-            ).to(device)
-            result = model(**encoded)
-            logits = result.logits if hasattr(result, "logits") else result[0]
-            outputs.append(logits.float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0)
+    batches = (
+        tokenizer(
+            inputs[start : start + batch_size],
+            add_special_tokens=True,
+            padding=True,
+            max_length=max_query_length(tokenizer),
+            truncation=True,
+            return_tensors="pt",
+        )
+        for start in range(0, len(inputs), batch_size)
+    )
+    return model_logits(model, batches)
 
 
 @functools.cache

@@ -186,11 +186,6 @@ def _embedding_swap(embedding: Any, max_candidates: int) -> Any:
     return WordSwapEmbedding(max_candidates=max_candidates, embedding=embedding)
 
 
-def neighbour_swap(neighbours: Mapping[str, Sequence[str]], max_candidates: int = 50) -> Any:
-    """A TextAttack ``WordSwap`` proposing each word's listed neighbours, nearest first."""
-    return _neighbour_swap_class()(neighbours, max_candidates)
-
-
 @lru_cache(maxsize=1)
 def _neighbour_swap_class() -> type:
     # Defined on first use: the base class comes from TextAttack, which is imported only then.

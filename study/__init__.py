@@ -4,8 +4,9 @@
 ``task_data`` (the task's data), ``methods`` (one file per compression method: its settings and
 how it builds the student, on ``loyalkit.compression`` and ``loyalkit.callbacks`` in a plain
 ``Trainer``), ``measure`` (size, latency, accuracy, loyalty), ``runner`` (the resumable run),
-``records`` (the typed ``results.json``), ``report``/``plots`` (the table and figures), ``model_card``/``hub_push`` (publishing a compressed model). The command line is
-``loyalkit study`` (``loyalkit.cli_study``). Names below are re-exported lazily.
+``records`` (the typed ``results.json``), ``report``/``plots`` (the table and figures),
+``model_card``/``hub_push`` (publishing a compressed model). The command line is
+``loyalkit study`` (``loyalkit.cli.study``). Names below are re-exported lazily.
 
 Example::
 

@@ -111,37 +111,33 @@ def attack(
     worker: Any,
 ) -> Any:
     """``loyalkit.robustness.attack_model`` through the study's ``worker``, with a progress bar
-    over the rows; a failed worker gives :func:`failed_report` (logged, not raised)."""
+    over the sampled rows; a failed worker gives :func:`failed_report` (logged, not raised)."""
     from tqdm.auto import tqdm
 
-    from loyalkit.robustness.attack_runner import sample_rows
+    from loyalkit.robustness.attack_runner import attack_model
     from loyalkit.robustness.isolated import WorkerError
 
     attack_config = _attack_config(config)
-    rows = sample_rows(
-        task.validation,
-        attack_config.num_examples,
-        attack_config.seed,
-        task.text_columns,
-        task.label_column,
-    )
     columns = tuple(task.text_columns)
-    with tqdm(
-        total=len(rows), desc=f"attack {name}", unit="example", leave=False, disable=not progress
-    ) as bar:
+    with tqdm(desc=f"attack {name}", unit="example", leave=False, disable=not progress) as bar:
+
+        def show(done: int, sampled: int) -> None:
+            bar.total = sampled
+            bar.update(done - bar.n)
+
         try:
-            report = worker.attack(
-                model, tokenizer, rows, attack_config, columns,
-                on_example=lambda done: bar.update(done - bar.n),
+            report = attack_model(
+                model, tokenizer, task.validation, attack_config, text_columns=columns,
+                label_column=task.label_column, worker=worker, progress=show,
             )  # fmt: skip
         except WorkerError as error:
             logger.error("attack %s: no attack values (NaN): %s", name, error)
-            report = failed_report(attack_config, len(rows), columns, str(error))
+            report = failed_report(attack_config, bar.total, columns, str(error))
     if report.summary["num_attacked"] == 0:
         logger.warning(
             "attack %s: nothing attacked (num_attacked=0 of %d, stop reason: %s); values are NaN",
             name,
-            len(rows),
+            bar.total,
             report.stop_reason,
         )
     report.save(path)

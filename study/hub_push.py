@@ -35,7 +35,7 @@ from loyalkit.study.model_card import check_model_card
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult, ModelCard
 
-__all__ = ["WEIGHT_FILES", "ModelHub", "PushPlan", "check_repo_id", "push_model"]
+__all__ = ["WEIGHT_FILES", "PushPlan", "check_repo_id", "push_model"]
 
 #: A model folder must hold one of these (safetensors, or the pickle transformers 4.57 writes for
 #: torchao int8 weights), possibly sharded with an index.
@@ -45,10 +45,6 @@ WEIGHT_FILES: tuple[str, ...] = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-
-
-#: The ``HfApi`` methods a push uses (kept under its former name).
-ModelHub = HubApi
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,15 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from loyalkit.logits import model_logits
 
 __all__ = [
     "MODEL_FILE_PATTERNS",
@@ -96,13 +98,13 @@ def predict_logits(
     """Logits of ``model`` on a tokenized dataset (model inputs, optional ``labels``), in order."""
     model.eval()
     columns = _model_inputs(dataset)
-    outputs = []
-    with torch.inference_mode():
+
+    def batches() -> Iterator[Mapping[str, Any]]:
         for start in range(0, len(dataset), batch_size):
             rows = dataset.select(range(start, min(start + batch_size, len(dataset))))
-            batch = collator([{c: row[c] for c in columns} for row in rows])
-            outputs.append(model(**batch).logits.float().numpy())
-    return np.concatenate(outputs).astype(np.float64)
+            yield collator([{c: row[c] for c in columns} for row in rows])
+
+    return model_logits(model, batches()).numpy().astype(np.float64)
 
 
 def latency_batch(dataset: Any, collator: Any, batch_size: int) -> dict[str, torch.Tensor]:

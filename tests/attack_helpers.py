@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tiny_bert import tiny_bert, tiny_sentiment_texts, tiny_tokenizer
+from tiny_bert import fit_full_batch, tiny_bert, tiny_sentiment_texts, tiny_tokenizer
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 if TYPE_CHECKING:
@@ -51,13 +51,7 @@ def make_classifier(folder: Path, steps: int = 40) -> Path:
     tokenizer = tiny_tokenizer(folder)
     texts, labels = tiny_sentiment_texts(TRAIN_SIZE, seed=0)
     batch = tokenizer(texts, padding=True, return_tensors="pt")
-    model = tiny_bert(seed=1).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        model(**batch, labels=torch.tensor(labels)).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval().save_pretrained(folder)
+    fit_full_batch(tiny_bert(seed=1), batch, labels, steps).save_pretrained(folder)
     return folder
 
 
@@ -72,3 +66,43 @@ def classifier_setup(tmp_path_factory: pytest.TempPathFactory, steps: int = 40) 
         "tokenizer": AutoTokenizer.from_pretrained(folder),
         "model": BertForSequenceClassification.from_pretrained(folder).eval(),
     }
+
+
+class QueryHook(torch.nn.Module):
+    """The classifier ``model``, with :meth:`before_query` called before every eval-mode forward
+    (the attack's and the evaluation's queries); training forwards pass straight through."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def before_query(self, input_ids: torch.Tensor) -> None:
+        """Override: what to do (raise, kill a process...) before the model answers."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Any:
+        if not self.training:
+            self.before_query(input_ids)
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            labels=labels,
+        )
+
+
+class RaisesOnToken(QueryHook):
+    """A classifier that raises for any query holding ``token_id`` (that example's attack fails)."""
+
+    def __init__(self, model: torch.nn.Module, token_id: int) -> None:
+        super().__init__(model)
+        self.token_id = token_id
+
+    def before_query(self, input_ids: torch.Tensor) -> None:
+        if (input_ids == self.token_id).any():
+            raise RuntimeError("poisoned input")

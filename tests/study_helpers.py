@@ -6,8 +6,9 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
-from tiny_bert import tiny_bert, tiny_sentiment_texts, tiny_tokenizer
+from tiny_bert import fit_full_batch, tiny_bert, tiny_sentiment_texts, tiny_tokenizer
 
 LABEL_NAMES = ("negative", "positive")
 
@@ -31,20 +32,48 @@ def read_split(path: Path) -> tuple[list[str], list[int]]:
     return [r["sentence"] for r in rows], [LABEL_NAMES.index(r["label"]) for r in rows]
 
 
+def saved_model_logits(
+    model_dir: Path, texts: list[str], pairs: list[str] | None = None
+) -> torch.Tensor:
+    """Logits of the model saved in ``model_dir``, reloaded with the tokenizer saved beside it, on
+    ``texts`` (first segments, with ``pairs`` as second ones), padded together at 32 tokens."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    segments = (texts,) if pairs is None else (texts, pairs)
+    batch = tokenizer(*segments, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+class CountingMethods:
+    """Wraps the study's methods' build functions to count the (method, seed) runs that really train."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from loyalkit.study import methods as study_methods
+
+        self.calls: list[tuple[str, int]] = []
+        for method in study_methods.REGISTRY.values():
+            if "build" in vars(method):  # an inherited build is wrapped once, in its own class
+                monkeypatch.setattr(method, "build", self._wrap(method.build))
+
+    def _wrap(self, function: Any) -> Any:
+        def counted(settings: Any, context: Any, run: Any, seed: int, model_dir: Path) -> None:
+            self.calls.append((run.method, seed))
+            function(settings, context, run, seed, model_dir)
+
+        return counted
+
+
 def write_teacher(folder: Path, train_file: Path, steps: int = 40) -> Path:
     """A 2-layer tiny BERT fitted to ``train_file`` (full batch, AdamW), saved with its tokenizer
     and ``id2label`` = :data:`LABEL_NAMES`."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny_tokenizer(folder)
     texts, labels = read_split(train_file)
-    model = tiny_bert(num_labels=2, num_layers=2, seed=1).train()
     batch = tokenizer(texts, padding=True, return_tensors="pt")
-    target = torch.tensor(labels)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        model(**batch, labels=target).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    model = fit_full_batch(tiny_bert(num_labels=2, num_layers=2, seed=1), batch, labels, steps)
     model.config.id2label = dict(enumerate(LABEL_NAMES))
     model.config.label2id = {name: i for i, name in enumerate(LABEL_NAMES)}
     model.eval().save_pretrained(folder)

@@ -16,11 +16,6 @@ from loyalkit.robustness.adversarial_transfer import ADVERSARIAL_LOYALTY_KEYS, a
 from loyalkit.robustness.attack_runner import AttackConfig, AttackReport, attack_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     loaded = classifier_setup(tmp_path_factory)

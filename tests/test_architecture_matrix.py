@@ -9,7 +9,6 @@ architecture must refuse with an error naming it; no cell passes by doing nothin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,14 +30,6 @@ from loyalkit.compression import (
     quantize_dynamic_int8,
     save_quantized,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _zero_share(weights: list[torch.Tensor]) -> float:

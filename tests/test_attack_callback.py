@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from attack_helpers import classifier_setup, raw_dataset
+from attack_helpers import RaisesOnToken, classifier_setup, raw_dataset
 from torch import nn
 from trainer_helpers import training_args
 from transformers import BertForSequenceClassification, Trainer, TrainingArguments
@@ -27,11 +27,6 @@ from loyalkit.robustness.attack_runner import SUMMARY_KEYS, AttackConfig, attack
 from loyalkit.robustness.isolated import AttackWorker
 
 NUM_EXAMPLES = 12
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -246,35 +241,10 @@ def test_missing_resources_fail_at_attach_naming_the_command(
         ).attach(trainer_for(setup, args(tmp_path)))
 
 
-class RaisesOnWord(nn.Module):
-    """A classifier that raises for any batch holding one token (one example's attack fails)."""
-
-    def __init__(self, model: nn.Module, token_id: int) -> None:
-        super().__init__()
-        self.model, self.token_id = model, token_id
-        self.config = model.config
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> Any:
-        if not self.training and (input_ids == self.token_id).any():
-            raise RuntimeError("poisoned input")
-        return self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            labels=labels,
-        )
-
-
 def test_training_survives_failing_attacks(setup: dict[str, Any], tmp_path: Path) -> None:
     # One example's attack raises: an error, the others counted.
     base = BertForSequenceClassification.from_pretrained(setup["folder"])
-    model = RaisesOnWord(base, setup["tokenizer"].convert_tokens_to_ids("the"))
+    model = RaisesOnToken(base, setup["tokenizer"].convert_tokens_to_ids("the"))
     trainer = trainer_for(setup, args(tmp_path / "one", eval_strategy="no"), model)
     # The Trainer evaluates rows free of the poisoned word; only the attacked rows hold it.
     clean_rows = setup["eval"].filter(lambda row: "the" not in row["sentence"].split())

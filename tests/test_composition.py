@@ -23,7 +23,13 @@ from datasets import Dataset
 from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score
-from tiny_bert import tiny_bert, tiny_bert_config, tiny_sentiment_dataset, tiny_tokenizer
+from tiny_bert import (
+    fit_full_batch,
+    tiny_bert,
+    tiny_bert_config,
+    tiny_sentiment_dataset,
+    tiny_tokenizer,
+)
 from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
@@ -61,11 +67,6 @@ from loyalkit.compression.quantization import is_fake_quantized
 TEMPERATURE, ALPHA = 2.0, 0.5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tokenizer"))
@@ -101,15 +102,8 @@ def padded(tokenizer: Any, dataset: Any) -> dict[str, torch.Tensor]:
 def teacher(data: dict[str, Any]) -> nn.Module:
     """A 4-layer tiny BERT fitted to the sentiment task, so students can disagree with it."""
     torch.set_num_threads(1)
-    model = tiny_bert(num_layers=4, seed=1).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     batch = padded(data["tokenizer"], data["train"])
-    labels = torch.tensor(data["train"]["labels"])
-    for _ in range(30):
-        model(**batch, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval()
+    return fit_full_batch(tiny_bert(num_layers=4, seed=1), batch, data["train"]["labels"], 30)
 
 
 def logits_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:

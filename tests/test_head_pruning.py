@@ -38,11 +38,6 @@ HIDDEN, HEADS, HEAD_SIZE = 32, 4, 8  # tests/tiny_bert.py
 NATIVE_CONFIG_PRUNING = hasattr(PreTrainedModel, "prune_heads")  # transformers 4.x
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def inputs(seed: int = 0, batch: int = 3, length: int = 9) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, 100, (batch, length), generator=generator)

@@ -27,11 +27,6 @@ from loyalkit.compression import load_head_pruned, remaining_heads
 HEAD_SIZE, HEADS, LAYERS = 8, 4, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 class Probe(TrainerCallback):
     """Records, after every optimizer step (after the pruning callback), what the model holds."""
 

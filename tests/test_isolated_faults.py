@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import torch
-from attack_helpers import classifier_setup, raw_dataset
+from attack_helpers import QueryHook, RaisesOnToken, classifier_setup, raw_dataset
 from torch import nn
 from trainer_helpers import training_args
 from transformers import BertForSequenceClassification, Trainer, TrainerCallback
@@ -38,11 +38,6 @@ RATES = (
     "mean_queries",
     "mean_words_perturbed",
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -66,33 +61,20 @@ def gone(pid: int, timeout_s: float = 15.0) -> bool:
     return False
 
 
-class OnFirstAttackQuery(nn.Module):
+class OnFirstAttackQuery(QueryHook):
     """The classifier; the first time it is queried while the callback's worker runs, ``act``
     is called with the worker's pid (to kill or stop it)."""
 
     def __init__(self, model: nn.Module, callback: AttackCallback, act: Any) -> None:
-        super().__init__()
-        self.model, self.callback, self.act = model, callback, act
-        self.config = model.config
+        super().__init__(model)
+        self.callback, self.act = callback, act
         self.acted: list[int] = []
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> Any:
+    def before_query(self, input_ids: torch.Tensor) -> None:
         pid = self.callback.worker.pid
-        if not self.training and pid is not None and not self.acted:
+        if pid is not None and not self.acted:
             self.acted.append(pid)
             self.act(pid)
-        return self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            labels=labels,
-        )
 
 
 def train_with(
@@ -178,31 +160,10 @@ def test_an_attack_of_nothing_is_nan_not_zero(
     callback = deepwordbug(setup, dataset=rows)
     the = setup["tokenizer"].convert_tokens_to_ids("the")
 
-    class RefusesThe(nn.Module):
-        def __init__(self, model: nn.Module) -> None:
-            super().__init__()
-            self.model, self.config = model, model.config
-
-        def forward(
-            self,
-            input_ids: torch.Tensor,
-            attention_mask: torch.Tensor | None = None,
-            token_type_ids: torch.Tensor | None = None,
-            labels: torch.Tensor | None = None,
-        ) -> Any:
-            if not self.training and (input_ids == the).any():
-                raise RuntimeError("poisoned input")
-            return self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids,
-                labels=labels,
-            )
-
     base = BertForSequenceClassification.from_pretrained(setup["folder"])
     clean = setup["eval"].filter(lambda row: "the" not in row["sentence"].split())
     trainer = Trainer(
-        model=RefusesThe(base),
+        model=RaisesOnToken(base, the),
         args=training_args(tmp_path, max_steps=1, learning_rate=1e-3),
         train_dataset=setup["train"],
         eval_dataset=clean,

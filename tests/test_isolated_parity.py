@@ -20,7 +20,7 @@ from attack_helpers import make_classifier, raw_dataset
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from loyalkit.robustness.attack_env import find_environment
-from loyalkit.robustness.attack_runner import AttackConfig, sample_rows
+from loyalkit.robustness.attack_runner import AttackConfig, attack_model, sample_rows
 from loyalkit.robustness.isolated import AttackWorker, _loyalkit_dir
 from loyalkit.robustness.isolated_job import config_to_message
 from loyalkit.robustness.textattack_setup import OfflineResources, prepare_nltk_data
@@ -92,3 +92,26 @@ def test_isolated_equals_in_process(setup: Any, recipe: str, tmp_path: Path) -> 
     assert all(same(isolated.summary[k], v) for k, v in reference["summary"].items())
     statuses = [e["status"] for e in isolated.examples]
     assert "succeeded" in statuses and "error" not in statuses  # a real attack, not a no-op
+
+
+def test_attack_model_reports_progress_and_the_same_outcomes(setup: Any) -> None:
+    """attack_model's ``progress(done, sampled)`` hook: 0 first, then once per example; the hook
+    changes nothing in the report (same rows, same outcomes as the worker's own call)."""
+    config = AttackConfig(
+        recipe="deepwordbug", num_examples=NUM_EXAMPLES, seed=0, resources=setup["resources"]
+    )
+    calls: list[tuple[int, int]] = []
+    report = attack_model(
+        setup["model"],
+        setup["tokenizer"],
+        raw_dataset(60, 3),
+        config,
+        worker=setup["worker"],
+        progress=lambda done, sampled: calls.append((done, sampled)),
+    )
+    assert calls == [(done, NUM_EXAMPLES) for done in range(NUM_EXAMPLES + 1)]
+    plain = setup["worker"].attack(setup["model"], setup["tokenizer"], setup["rows"], config)
+    keys = ("index", "status", "perturbed_text", "queries")
+    assert [tuple(e[k] for k in keys) for e in report.examples] == [
+        tuple(e[k] for k in keys) for e in plain.examples
+    ]

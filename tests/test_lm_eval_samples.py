@@ -8,7 +8,6 @@ accuracies lm-eval itself wrote to ``results_*.json``.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lm_eval_tasks import ARC_DIR, multiple_choice_yaml, read_arc
 from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 from tiny_causal_lm import TEXTS, byte_level_tokenizer, perturbed, tiny_llama
@@ -25,26 +25,8 @@ from tiny_causal_lm import TEXTS, byte_level_tokenizer, perturbed, tiny_llama
 from loyalkit.cli import main
 from loyalkit.metrics.lm_eval_samples import compare_lm_eval_runs
 
-ARC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "arc" / "ARC-E" / "test"
-
-MC_TASK = """task: arc_mc_local
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{label}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
+ARC_EASY = ARC_DIR / "ARC-E" / "test" / "arc_easy_test.csv"
+QUESTION = "Question: {{question}}\\nAnswer:"
 
 GEN_TASK = """task: arc_gen_local
 dataset_path: json
@@ -66,18 +48,6 @@ metric_list:
 """
 
 
-def _arc_questions(count: int) -> list[dict]:
-    rows = []
-    with open(ARC / "arc_easy_test.csv", encoding="utf-8") as handle:
-        for question, *options, answer in csv.reader(handle):
-            keys = "ABCD" if answer in "ABCD" else "1234"
-            if answer in keys and all(options):  # no empty choice: acc_norm covers every doc
-                rows.append({"question": question, "choices": options, "label": keys.index(answer)})
-            if len(rows) == count:
-                return rows
-    raise AssertionError("not enough ARC-Easy questions")
-
-
 def _lm_eval(model: Path, tasks: Path, output: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [
@@ -93,12 +63,14 @@ def _lm_eval(model: Path, tasks: Path, output: Path) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("lm_eval")
-    questions = _arc_questions(16)
+    questions = read_arc(ARC_EASY, 16)
+    assert len(questions) == 16, "not enough ARC-Easy questions"
     data = root / "arc.jsonl"
     data.write_text("".join(json.dumps(q) + "\n" for q in questions), encoding="utf-8")
     tasks = root / "tasks"
     tasks.mkdir()
-    (tasks / "arc_mc_local.yaml").write_text(MC_TASK.format(data=data), encoding="utf-8")
+    mc_task = multiple_choice_yaml("arc_mc_local", data, QUESTION, "{{choices}}")
+    (tasks / "arc_mc_local.yaml").write_text(mc_task, encoding="utf-8")
     (tasks / "arc_gen_local.yaml").write_text(GEN_TASK.format(data=data), encoding="utf-8")
     texts = TEXTS + [q["question"] + " " + " ".join(q["choices"]) for q in questions]
     tokenizer = byte_level_tokenizer(texts)

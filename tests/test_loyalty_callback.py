@@ -13,16 +13,11 @@ import trainer_helpers
 from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score
-from tiny_bert import tiny_bert, tiny_sentiment_dataset, tiny_tokenizer
+from tiny_bert import fit_full_batch, tiny_bert, tiny_sentiment_dataset, tiny_tokenizer
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from loyalkit.callbacks.loyalty import LoyaltyCallback
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +34,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def trained_teacher(data: dict[str, Any]) -> nn.Module:
     """A tiny BERT fitted to the sentiment task (about 95% on the eval set), so loyalty varies."""
     torch.set_num_threads(1)
-    model = tiny_bert(seed=1).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     batch = padded(data["tokenizer"], data["train"])
-    labels = torch.tensor(data["train"]["labels"])
-    for _ in range(40):
-        model(**batch, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval()
+    return fit_full_batch(tiny_bert(seed=1), batch, data["train"]["labels"], 40)
 
 
 @pytest.fixture

@@ -35,11 +35,6 @@ ENCODER_LINEARS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def encoder_weight_names(num_layers: int) -> set[str]:
     return {
         f"bert.encoder.layer.{layer}.{module}.weight"

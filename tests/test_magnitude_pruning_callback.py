@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from trainer_helpers import (
     checkpointed_training_args,
     plain_trainer,
     probe_batch,
-    sentiment_data,
 )
 from transformers import BertForSequenceClassification, Trainer
 
@@ -27,16 +25,6 @@ from loyalkit.compression import CubicSchedule, OneShotSchedule, prunable_weight
 # 0.5 from t = 5 on.
 SCHEDULE = CubicSchedule(target_sparsity=0.5, start_step=1, end_step=5, frequency=2)
 BY_HAND = {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.4375, 4: 0.4375, 5: 0.5, 6: 0.5}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    return sentiment_data(tmp_path_factory.mktemp("tokenizer"))
 
 
 def zero_counts(model: torch.nn.Module) -> dict[str, int]:
@@ -61,14 +49,14 @@ class Probe(TrainingRecorder):
         self.zeros[state.global_step] = zero_counts(model)
 
 
-def make_trainer(data, args, callbacks) -> Trainer:
-    return plain_trainer(data, tiny_bert(num_layers=2, seed=0).train(), args, callbacks)
+def make_trainer(sentiment, args, callbacks) -> Trainer:
+    return plain_trainer(sentiment, tiny_bert(num_layers=2, seed=0).train(), args, callbacks)
 
 
-def test_masks_hold_through_training_checkpoints_and_logs(data, tmp_path) -> None:
+def test_masks_hold_through_training_checkpoints_and_logs(sentiment, tmp_path) -> None:
     pruning = MagnitudePruningCallback(SCHEDULE, scope="layer")
-    probe = Probe(probe_batch(data[0]))
-    trainer = make_trainer(data, checkpointed_training_args(tmp_path), [pruning, probe])
+    probe = Probe(probe_batch(sentiment[0]))
+    trainer = make_trainer(sentiment, checkpointed_training_args(tmp_path), [pruning, probe])
     trainer.train()
     model = trainer.model
     assert model is not None
@@ -111,9 +99,9 @@ def test_masks_hold_through_training_checkpoints_and_logs(data, tmp_path) -> Non
     assert [logs["sparsity"] for logs in seen] == [entry["sparsity"] for entry in train_logs]
 
 
-def test_one_shot_global_pruning_with_gradient_accumulation(data, tmp_path) -> None:
+def test_one_shot_global_pruning_with_gradient_accumulation(sentiment, tmp_path) -> None:
     pruning = MagnitudePruningCallback(OneShotSchedule(target_sparsity=0.6), scope="global")
-    probe = Probe(probe_batch(data[0]))
+    probe = Probe(probe_batch(sentiment[0]))
     args = checkpointed_training_args(
         tmp_path,
         max_steps=3,
@@ -121,7 +109,7 @@ def test_one_shot_global_pruning_with_gradient_accumulation(data, tmp_path) -> N
         per_device_train_batch_size=4,
         save_strategy="no",
     )
-    trainer = make_trainer(data, args, [pruning, probe])
+    trainer = make_trainer(sentiment, args, [pruning, probe])
     trainer.train()
     total = sum(w.numel() for w in prunable_weights(trainer.model).values())
     # One optimizer step per two batches: the probe sees steps 1..3, each at the full target.
@@ -136,9 +124,9 @@ def test_one_shot_global_pruning_with_gradient_accumulation(data, tmp_path) -> N
     assert len(set(shares.values())) > 1
 
 
-def test_resume_gives_the_same_masks_and_weights(data, tmp_path) -> None:
+def test_resume_gives_the_same_masks_and_weights(sentiment, tmp_path) -> None:
     full_pruning = MagnitudePruningCallback(SCHEDULE, scope="global")
-    full = make_trainer(data, checkpointed_training_args(tmp_path / "full"), [full_pruning])
+    full = make_trainer(sentiment, checkpointed_training_args(tmp_path / "full"), [full_pruning])
     full.train()
 
     # A fresh run resumed from step 3, built with a different schedule on purpose: the
@@ -147,7 +135,7 @@ def test_resume_gives_the_same_masks_and_weights(data, tmp_path) -> None:
     args = checkpointed_training_args(
         tmp_path / "full", restore_callback_states_from_checkpoint=True
     )
-    resumed = make_trainer(data, args, [decoy])
+    resumed = make_trainer(sentiment, args, [decoy])
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
     restored = [
         cb for cb in resumed.callback_handler.callbacks if isinstance(cb, MagnitudePruningCallback)

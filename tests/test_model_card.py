@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -19,12 +18,13 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from fake_hub import FakeHub, fingerprint
 from huggingface_hub import EvalResult, ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from test_study_report import RESULTS
 from tiny_bert import tiny_bert, tiny_tokenizer
 
-from loyalkit.cli_study_push import add_push_parser, run_push
+from loyalkit.cli.study_push import add_push_parser, run_push
 from loyalkit.study.hub_push import push_model
 from loyalkit.study.model_card import (
     ModelCardError,
@@ -202,35 +202,6 @@ def test_check_model_card_refuses_broken_cards(old: str, new: str, problem: str)
 
 
 # ---------------------------------------------------------------- push
-
-
-class FakeHub:
-    """Records the HfApi calls and snapshots each uploaded folder (it is deleted afterwards)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.uploaded: dict[str, dict[str, bytes]] = {}
-
-    def create_repo(self, repo_id: str, **kwargs: Any) -> str:
-        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, **kwargs: Any) -> None:
-        self.calls.append(("upload_folder", kwargs))
-        folder = Path(kwargs["folder_path"])
-        self.uploaded[kwargs["repo_id"]] = {
-            p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in folder.rglob("*")
-            if p.is_file()
-        }
-
-
-def fingerprint(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture

@@ -17,11 +17,6 @@ from loyalkit.robustness.textattack_setup import import_textattack
 pytestmark = pytest.mark.attack
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     loaded = classifier_setup(tmp_path_factory)

@@ -27,11 +27,6 @@ from loyalkit.compression import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def teacher() -> BertForSequenceClassification:
     return tiny_bert(num_labels=3, num_layers=4, seed=0)

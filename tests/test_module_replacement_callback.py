@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
 
 import pytest
 import torch
@@ -14,7 +13,6 @@ from trainer_helpers import (
     checkpointed_training_args,
     plain_trainer,
     probe_batch,
-    sentiment_data,
 )
 from transformers import BertForSequenceClassification
 
@@ -32,16 +30,6 @@ CONSTANT = ConstantReplacementSchedule(rate=0.5, replacing_steps=3)
 CONSTANT_BY_HAND = [0.5, 0.5, 0.5, 1.0, 1.0, 1.0]
 LINEAR = LinearReplacementSchedule(slope=0.2, intercept=0.3)
 LINEAR_BY_HAND = [0.3, 0.5, 0.7, 0.9, 1.0, 1.0]  # min(1, 0.2 t + 0.3)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    return sentiment_data(tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +55,14 @@ def prepared(teacher: BertForSequenceClassification) -> BertForSequenceClassific
     return model
 
 
-def test_training_replaces_modules_checkpoints_and_exports(data, teacher, tmp_path) -> None:
+def test_training_replaces_modules_checkpoints_and_exports(sentiment, teacher, tmp_path) -> None:
     export_dir = tmp_path / "successor"
     replacement = ModuleReplacementCallback(CONSTANT, export_dir=str(export_dir))
-    probe = Probe(probe_batch(data[0]))
+    probe = Probe(probe_batch(sentiment[0]))
     model = prepared(teacher)
     initial_successors = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = plain_trainer(
-        data, model, checkpointed_training_args(tmp_path / "run"), [replacement, probe]
+        sentiment, model, checkpointed_training_args(tmp_path / "run"), [replacement, probe]
     )
     trainer.train()
 
@@ -136,10 +124,10 @@ def test_training_replaces_modules_checkpoints_and_exports(data, teacher, tmp_pa
     torch.testing.assert_close(expected, probe.saved[6])
 
 
-def test_resume_restores_the_rate_and_matches_the_uninterrupted_run(data, teacher, tmp_path):
+def test_resume_restores_the_rate_and_matches_the_uninterrupted_run(sentiment, teacher, tmp_path):
     full_callback = ModuleReplacementCallback(LINEAR)
     full = plain_trainer(
-        data, prepared(teacher), checkpointed_training_args(tmp_path / "full"), [full_callback]
+        sentiment, prepared(teacher), checkpointed_training_args(tmp_path / "full"), [full_callback]
     )
     full.train()
     assert [e["replacement_rate"] for e in full.state.log_history if "loss" in e] == pytest.approx(
@@ -149,11 +137,11 @@ def test_resume_restores_the_rate_and_matches_the_uninterrupted_run(data, teache
     # A fresh run resumed from step 3, built with a different schedule on purpose: the
     # checkpoint's callback state must replace it.
     decoy = ModuleReplacementCallback(ConstantReplacementSchedule(rate=0.0), seed=123)
-    probe = Probe(probe_batch(data[0]))
+    probe = Probe(probe_batch(sentiment[0]))
     args = checkpointed_training_args(
         tmp_path / "full", restore_callback_states_from_checkpoint=True
     )
-    resumed = plain_trainer(data, prepared(teacher), args, [decoy, probe])
+    resumed = plain_trainer(sentiment, prepared(teacher), args, [decoy, probe])
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
     restored = [
         cb for cb in resumed.callback_handler.callbacks if isinstance(cb, ModuleReplacementCallback)
@@ -182,23 +170,23 @@ def test_restored_state_sets_the_rate_before_the_first_step(teacher, tmp_path) -
     assert (restored.replacement_rate, restored.step) == (0.7, 2)
 
 
-def test_callback_needs_a_prepared_model(data, teacher, tmp_path) -> None:
+def test_callback_needs_a_prepared_model(sentiment, teacher, tmp_path) -> None:
     callback = ModuleReplacementCallback(CONSTANT)
     model = copy.deepcopy(teacher).train()
     trainer = plain_trainer(
-        data, model, checkpointed_training_args(tmp_path, max_steps=1), [callback]
+        sentiment, model, checkpointed_training_args(tmp_path, max_steps=1), [callback]
     )
     with pytest.raises(ValueError, match="prepare_module_replacement"):
         trainer.train()
 
 
-def test_optimizer_built_before_the_successor_is_rejected(data, teacher, tmp_path) -> None:
+def test_optimizer_built_before_the_successor_is_rejected(sentiment, teacher, tmp_path) -> None:
     model = copy.deepcopy(teacher).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     prepare_module_replacement(model, num_successor_layers=2)
     callback = ModuleReplacementCallback(CONSTANT)
     trainer = plain_trainer(
-        data,
+        sentiment,
         model,
         checkpointed_training_args(tmp_path, max_steps=1),
         [callback],

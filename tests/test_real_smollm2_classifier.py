@@ -12,20 +12,18 @@ SST-2 dev sentences are printed (``-s``) and recomputed with sklearn. Minutes on
 from __future__ import annotations
 
 import copy
-import csv
 import random
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from sklearn.metrics import accuracy_score
+from sst2 import read_sst2
 
 pytestmark = pytest.mark.real_model
 
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 LAYERS = 4
 STEPS = 40
 BATCH = 16
@@ -33,20 +31,6 @@ DEV = 200
 BLOCK = re.compile(
     r"model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))\.weight"
 )
-
-
-def _read(split: str) -> tuple[list[str], list[int]]:
-    with (SST2 / f"{split}.tsv").open(encoding="utf-8") as file:
-        rows = list(csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
-    return [r[0].strip() for r in rows], [int(r[1]) for r in rows]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +46,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     teacher = LlamaForSequenceClassification.from_pretrained(
         folder, num_labels=2, num_hidden_layers=LAYERS, pad_token_id=tokenizer.pad_token_id
     )
-    texts, labels = _read("train")
+    texts, labels = read_sst2("train", strip=True)
     order = random.Random(0).sample(range(len(texts)), STEPS * BATCH)
     teacher.model.embed_tokens.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in teacher.parameters() if p.requires_grad], lr=3e-4)
@@ -74,7 +58,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         optimizer.step()
         optimizer.zero_grad()
     teacher.requires_grad_(True).eval()
-    dev_texts, dev_labels = _read("dev")
+    dev_texts, dev_labels = read_sst2("dev", strip=True)
     dev = [
         tokenizer(dev_texts[i : i + 50], padding=True, return_tensors="pt")
         for i in range(0, DEV, 50)

@@ -19,19 +19,14 @@ from scipy.special import rel_entr, softmax
 from smollm2_model import gguf_path, smollm2_folder
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from loyalkit.causal_lm_loading import StudentCompression, student_from_teacher
 from loyalkit.cli import main
+from loyalkit.compression.causal_lm_loading import StudentCompression, student_from_teacher
 
 pytestmark = pytest.mark.real_model
 
 WIKITEXT = str(
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "wikitext2" / "test.txt"
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def test_gguf_file_and_converted_folder_are_the_same_model(tmp_path, capsys):

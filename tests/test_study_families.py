@@ -17,16 +17,11 @@ import torch
 from sklearn.metrics import accuracy_score
 from study_helpers import LABEL_NAMES, read_split, write_split
 from tiny_architectures import tiny_classifier
-from tiny_bert import write_vocab
+from tiny_bert import fit_full_batch, write_vocab
 
 from loyalkit.study.config import StudyConfig
 from loyalkit.study.measure import load_student
 from loyalkit.study.runner import run_study
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def _write_teacher(folder: Path, arch: str, train_file: Path) -> None:
@@ -50,11 +45,7 @@ def _write_teacher(folder: Path, arch: str, train_file: Path) -> None:
     ).train()
     texts, labels = read_split(train_file)
     batch = tokenizer(texts, padding=True, return_tensors="pt")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(30):
-        model(**batch, labels=torch.tensor(labels)).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    fit_full_batch(model, batch, labels, 30)
     model.config.id2label = dict(enumerate(LABEL_NAMES))
     model.config.label2id = {name: i for i, name in enumerate(LABEL_NAMES)}
     model.eval().save_pretrained(folder)

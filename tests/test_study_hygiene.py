@@ -6,17 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from study_helpers import LABEL_NAMES, tiny_study, write_split
 
 from loyalkit.study.config import StudyConfig
 from loyalkit.study.runner import run_study
 from loyalkit.study.task_data import TaskConfig, load_task
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def files(tmp_path: Path, train_edit: dict[int, str], dev_edit: dict[int, str]) -> TaskConfig:

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import accuracy_score
-from study_helpers import tiny_study
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from study_helpers import saved_model_logits, tiny_study
+from transformers import AutoModelForSequenceClassification
 
 from loyalkit.study.config import StudyConfig
 from loyalkit.study.runner import run_study
@@ -24,11 +23,6 @@ from loyalkit.study.task_data import load_task
 
 MNLI = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnli_textfooler"
 LABELS = ("entailment", "neutral", "contradiction")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def pair_study(root: Path, **overrides: Any) -> dict[str, Any]:
@@ -52,15 +46,8 @@ def pair_study(root: Path, **overrides: Any) -> dict[str, Any]:
 
 
 def logits_of(model_dir: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     premises, hypotheses = zip(*pairs, strict=True)
-    batch = tokenizer(
-        list(premises), list(hypotheses), padding=True, truncation=True, max_length=32,
-        return_tensors="pt",
-    )  # fmt: skip
-    with torch.no_grad():
-        return model(**batch).logits.numpy()
+    return saved_model_logits(model_dir, list(premises), list(hypotheses)).numpy()
 
 
 def mnli_rows() -> list[dict[str, str]]:

@@ -14,37 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from sklearn.metrics import accuracy_score
-from study_helpers import LABEL_NAMES, read_split, tiny_study
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from study_helpers import LABEL_NAMES, CountingMethods, read_split, saved_model_logits, tiny_study
 
-from loyalkit.study import methods as study_methods
 from loyalkit.study.config import StudyConfig, load_config
 from loyalkit.study.runner import run_study
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-class Counter:
-    """Counts the (method, seed) runs that really train."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[tuple[str, int]] = []
-        for method in study_methods.REGISTRY.values():
-            if "build" in vars(method):  # an inherited build is wrapped once, in its own class
-                monkeypatch.setattr(method, "build", self._wrap(method.build))
-
-    def _wrap(self, function: Any) -> Any:
-        def counted(settings: Any, context: Any, run: Any, seed: int, model_dir: Path) -> None:
-            self.calls.append((run.method, seed))
-            function(settings, context, run, seed, model_dir)
-
-        return counted
 
 
 def one_run(root: Path, **overrides: Any) -> dict[str, Any]:
@@ -58,11 +33,7 @@ def one_run(root: Path, **overrides: Any) -> dict[str, Any]:
 def accuracy_of(model_dir: Path, split: Path) -> float:
     """Accuracy of the reloaded model on ``split``, by sklearn."""
     texts, labels = read_split(split)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    with torch.no_grad():
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
-        predicted = model(**batch).logits.argmax(-1).numpy()
+    predicted = saved_model_logits(model_dir, texts).argmax(-1).numpy()
     return float(accuracy_score(labels, predicted))
 
 
@@ -78,7 +49,7 @@ def flip_labels(path: Path) -> None:
 def test_changed_data_invalidates_exactly_the_runs_it_affects(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counter = Counter(monkeypatch)
+    counter = CountingMethods(monkeypatch)
     config = StudyConfig.from_dict(one_run(tmp_path))
     run_study(config, progress=False)
     teacher_done = tmp_path / "study" / "teacher" / "done.json"
@@ -125,7 +96,7 @@ def test_resume_from_any_working_folder_and_spelling_of_the_config(
     data["teacher"]["model"] = "../teacher"
     data["output_dir"] = "../study"
     (folder / "study.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
-    counter = Counter(monkeypatch)
+    counter = CountingMethods(monkeypatch)
     monkeypatch.chdir(folder)
     run_study(load_config("study.yaml"), progress=False)
     assert counter.calls == [("kd-logit", 0)]
@@ -169,7 +140,7 @@ def corrupt(path: Path, how: str) -> None:
 def test_damaged_models_are_redone_not_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
-    counter = Counter(monkeypatch)
+    counter = CountingMethods(monkeypatch)
     config = StudyConfig.from_dict(one_run(tmp_path))
     first = run_study(config, progress=False)
     run_folder = tmp_path / "study" / "methods" / "kd-logit" / "seed-0"

@@ -16,8 +16,8 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import softmax
 from scipy.stats import entropy
 from sklearn.metrics import accuracy_score
-from study_helpers import LABEL_NAMES, read_split, tiny_study
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from study_helpers import LABEL_NAMES, CountingMethods, read_split, saved_model_logits, tiny_study
+from transformers import AutoModelForSequenceClassification
 
 from loyalkit.study import methods as study_methods
 from loyalkit.study.config import StudyConfig
@@ -33,11 +33,6 @@ TEACHER_FIELDS = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     torch.set_num_threads(1)
@@ -49,11 +44,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
 
 def logits_of(model_dir: Path, texts: list[str]) -> np.ndarray:
     """The reloaded model's logits, with the tokenizer saved beside it."""
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    with torch.no_grad():
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
-        return model(**batch).logits.double().numpy()
+    return saved_model_logits(model_dir, texts).double().numpy()
 
 
 def bert_parameters(config: Any) -> int:
@@ -141,23 +132,6 @@ def test_size_parameters_layers_and_speedup(study: tuple[dict[str, Any], Path]) 
     # int8 weights: a quarter of the float bytes for the Linear layers
     assert ptq["size_on_disk_mb"] < 0.8 * teacher["size_on_disk_mb"]
     assert getattr(AutoModelForSequenceClassification.from_pretrained(root / "study" / ptq["model_dir"]), "hf_quantizer", None) is not None  # fmt: skip
-
-
-class CountingMethods:
-    """Wraps the method functions to count the (method, seed) runs that really execute."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[tuple[str, int]] = []
-        for method in study_methods.REGISTRY.values():
-            if "build" in vars(method):  # an inherited build is wrapped once, in its own class
-                monkeypatch.setattr(method, "build", self._wrap(method.build))
-
-    def _wrap(self, function: Any) -> Any:
-        def counted(settings: Any, context: Any, run: Any, seed: int, model_dir: Path) -> None:
-            self.calls.append((run.method, seed))
-            function(settings, context, run, seed, model_dir)
-
-        return counted
 
 
 def test_rerun_skips_finished_runs_and_redoes_interrupted_ones(

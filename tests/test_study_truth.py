@@ -20,11 +20,6 @@ from loyalkit.study.runner import run_study
 MEASURED = ("accuracy", "label_loyalty", "probability_loyalty", "kl_divergence", "flips")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def config(root: Path, output: str) -> StudyConfig:
     data = tiny_study(root, seeds=[0], threads=1, output_dir=str(root / output))
     encoder = root / "encoder"

@@ -47,7 +47,8 @@ _BERT_LIKE = dict(
     hidden_dropout_prob=0.0,
     attention_probs_dropout_prob=0.0,
 )
-_DECODER = dict(
+#: The tiny decoder's dimensions (also ``tiny_causal_lm.tiny_llama``'s, with its own overrides).
+DECODER = dict(
     vocab_size=VOCAB,
     hidden_size=HIDDEN,
     intermediate_size=64,
@@ -134,9 +135,9 @@ def _config(arch: str, layers: int) -> Any:
             use_cache=False,
         )
     if arch == "llama":
-        return t.LlamaConfig(**{**_DECODER, "num_hidden_layers": layers})
+        return t.LlamaConfig(**{**DECODER, "num_hidden_layers": layers})
     if arch == "qwen2":
-        return t.Qwen2Config(**{**_DECODER, "num_hidden_layers": layers})
+        return t.Qwen2Config(**{**DECODER, "num_hidden_layers": layers})
     raise ValueError(f"unknown architecture {arch!r}")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from scipy.spatial.distance import jensenshannon
 from scipy.special import log_softmax, rel_entr, softmax
+from tiny_architectures import DECODER
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 VOCAB = 120
@@ -18,15 +19,18 @@ VOCAB = 120
 def tiny_llama(seed: int = 0, vocab_size: int = VOCAB) -> LlamaForCausalLM:
     """A 2-layer, hidden-32 Llama with random weights (eval mode)."""
     torch.manual_seed(seed)
+    # The classifiers' tiny decoder (2 KV heads), as a plain LM: no pad token (it would zero an
+    # embedding row), the cache on, untied head, room for 128 positions.
     config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
+        **{
+            **DECODER,
+            "vocab_size": vocab_size,
+            "num_hidden_layers": 2,
+            "max_position_embeddings": 128,
+            "pad_token_id": None,
+            "use_cache": True,
+            "tie_word_embeddings": False,
+        }
     )
     model = LlamaForCausalLM(config).eval()
     # Random init gives nearly uniform next-token distributions; larger head weights make them

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-#: ``loyalkit.causal_lm_loading.QUANTIZATIONS``, spelled out: that module imports torch, and building
+from loyalkit.json_lines import json_lines
+
+#: ``loyalkit.compression.causal_lm_loading.QUANTIZATIONS``, spelled out: that module imports torch, and building
 #: the parser must not (a test keeps the two equal).
 QUANTIZATIONS: tuple[str, ...] = ("int8", "int4-weight-only")
 
@@ -126,13 +128,7 @@ def read_corpus(path: str | Path, text_field: str = "text") -> str:
     if path.suffix.lower() != ".jsonl":
         return path.read_text(encoding="utf-8")
     texts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--data {str(path)!r} line {number} is not JSON: {error}") from None
+    for number, record in json_lines(path.read_text(encoding="utf-8"), f"--data {str(path)!r}"):
         if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
             raise ValueError(
                 f"--data {str(path)!r} line {number} has no string field {text_field!r} "
@@ -186,7 +182,7 @@ def _check_same_tokenizer(teacher_tokenizer: Any, student_tokenizer: Any) -> Non
 
 
 def _run_lm(args: argparse.Namespace) -> int:
-    from loyalkit.causal_lm_loading import (
+    from loyalkit.compression.causal_lm_loading import (
         StudentCompression,
         load_causal_lm,
         load_tokenizer,

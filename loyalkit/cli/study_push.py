@@ -2,7 +2,7 @@
 
 Reads the study's ``RESULTS_DIR/results.json``, writes the model card of one compressed model
 (its loyalty, robustness and speed-up in the card's model-index) and uploads the model with it.
-``loyalkit.cli_study`` registers this action with :func:`add_push_parser` and runs it with
+``loyalkit.cli.study`` registers this action with :func:`add_push_parser` and runs it with
 :func:`run_push`.
 """
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loyalkit.hub_api import HubApi, hf_api
-from loyalkit.metric_cache import check_hub_namespace, check_metric_names
+from loyalkit.metrics.module_cache import check_hub_namespace, check_metric_names
 from loyalkit.metrics.modules import METRIC_NAMES, SPACE_FILES, module_path
 
 REQUIRED_TAGS: tuple[str, ...] = ("evaluate", "metric")

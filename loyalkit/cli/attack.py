@@ -53,9 +53,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "scikit-learn) instead of building one",
     )
     setup.add_argument("--force", action="store_true", help="rebuild even if it is up to date")
-    from loyalkit import cli_attack_run
+    from loyalkit.cli import attack_run
 
-    cli_attack_run.add_arguments(
+    attack_run.add_arguments(
         actions.add_parser(
             "run",
             help="attack a saved classifier on a data file; print and save the outcome",
@@ -146,9 +146,9 @@ def run(args: argparse.Namespace) -> int:
     if args.attack_command == "setup":
         return _setup(args)
     if args.attack_command == "run":
-        from loyalkit import cli_attack_run
+        from loyalkit.cli import attack_run
 
-        return cli_attack_run.run(args)
+        return attack_run.run(args)
     return _prepare_data(args)
 
 

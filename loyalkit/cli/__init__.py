@@ -23,10 +23,10 @@ import loyalkit
 
 #: Modules that each provide one ``loyalkit`` subcommand.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "loyalkit.cli_metrics",
-    "loyalkit.cli_study",
-    "loyalkit.cli_attack",
-    "loyalkit.cli_compare",
+    "loyalkit.cli.metrics",
+    "loyalkit.cli.study",
+    "loyalkit.cli.attack",
+    "loyalkit.cli.compare",
 )
 
 #: Errors that mean "the request cannot be done as asked": reported in one line, exit status 1.
@@ -53,10 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     module: ModuleType = args.command_module
-    from loyalkit.cli_noise import filtered_noise
+    from loyalkit.cli.noise import filtered_noise
 
     try:
-        # The entry point, not the library, filters third-party noise (loyalkit.cli_noise).
+        # The entry point, not the library, filters third-party noise (loyalkit.cli.noise).
         with filtered_noise(quiet=bool(getattr(args, "quiet", False))):
             return int(module.run(args))
     except _USER_ERRORS as err:

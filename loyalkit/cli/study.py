@@ -2,7 +2,7 @@
 
 Actions: ``run`` (the study, resumable), ``config`` (print a preset as a config file to edit),
 ``report`` (re-render ``results.md`` and the plots from a study's ``results.json``), ``push``
-(upload one compressed model with its model card; ``loyalkit.cli_study_push``).
+(upload one compressed model with its model card; ``loyalkit.cli.study_push``).
 
 Example:
     >>> import argparse
@@ -51,7 +51,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=_DESCRIPTION,
     )
     actions = parser.add_subparsers(dest="study_command", metavar="ACTION", required=True)
-    from loyalkit.cli_study_push import add_push_parser
+    from loyalkit.cli.study_push import add_push_parser
 
     usages = [
         _add_run(actions).format_usage(),
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     if args.study_command == "report":
         return _report(args.output)
     if args.study_command == "push":
-        from loyalkit.cli_study_push import run_push
+        from loyalkit.cli.study_push import run_push
 
         return run_push(args)
     return _run(args)

@@ -120,7 +120,7 @@ def _add_push(actions: Any) -> argparse.ArgumentParser:
 
 
 def _install(args: argparse.Namespace) -> int:
-    from loyalkit.metric_cache import install_metric_modules
+    from loyalkit.metrics.module_cache import install_metric_modules
 
     installed = install_metric_modules(
         args.names or METRIC_NAMES,
@@ -143,7 +143,7 @@ def _install(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from huggingface_hub import constants
 
-    from loyalkit.metric_spaces import push_metric_spaces
+    from loyalkit.metrics.spaces import push_metric_spaces
 
     plans = push_metric_spaces(
         args.namespace,
