@@ -1,10 +1,12 @@
 """Settings fields that carry their own check: one declaration per value, one message per kind.
 
 A settings dataclass declares each field with :func:`number`, :func:`integer`, :func:`flag`,
-:func:`choice`, :func:`random_seed` or :func:`setting`, or, for a value that ``loyalkit.compression``
-(or a callback's config) already checks, with :func:`checked_by`, which builds that config; :func:`check_fields` runs every field's check and
-names the key (``methods.kd-logit.alpha: expected a number in [0, 1], got 1.5``). A subclass that
-only changes a default (``epochs: float = 1.0``) keeps the check of the class it overrides.
+:func:`choice`, :func:`random_seed` or :func:`setting`; a value that ``loyalkit.compression`` (or a
+callback's config) already bounds is declared with :func:`checked_by`, which builds that config, so
+the bound is declared once, where the math lives. :func:`check_fields` runs every field's check and
+names the key (``methods.theseus.replacing_share: expected a number in [0, 1], got 1.5``). A
+subclass that only changes a default (``epochs: float = 1.0``) keeps the check of the class it
+overrides.
 
 Example:
     >>> from dataclasses import dataclass
