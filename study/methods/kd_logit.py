@@ -19,21 +19,16 @@ from loyalkit.study.methods import (
 from loyalkit.study.schema import checked_by
 
 
-def distillation_config(**arguments: Any) -> Any:
-    """``DistillationConfig(**arguments)``: where the KD settings' bounds are declared."""
+def _distillation_config(argument: str, value: Any) -> Any:
+    """``DistillationConfig(argument=value)``: where the KD settings' bounds are declared."""
     from loyalkit.compression.distillation import DistillationConfig
 
-    return DistillationConfig(**arguments)
+    return DistillationConfig(**{argument: value})
 
 
 def kd_setting(argument: str, default: Any, kind: str = "a number") -> Any:
     """A KD setting that ``DistillationConfig`` validates as its ``argument``, for every KD method."""
-    build = partial(_one_argument, argument)
-    return checked_by(default, kind, "DistillationConfig", build)
-
-
-def _one_argument(argument: str, value: Any) -> Any:
-    return distillation_config(**{argument: value})
+    return checked_by(default, kind, "DistillationConfig", partial(_distillation_config, argument))
 
 
 def kd_temperature(default: float) -> Any:
