@@ -51,7 +51,8 @@ class TheseusSettings(StudentSettings):
         0.5, "a number", "ConstantReplacementSchedule", partial(_schedule, "constant", "rate")
     )
     replacing_share: float = number(0.7, 0, 1)  # of the steps: the schedule takes a step count
-    # > 0 (the schedule also takes 0, a constant rate): here 0 would mean the constant schedule.
+    # > 0, tighter than LinearReplacementSchedule's >= 0: slope 0 keeps p = intercept for ever,
+    # which the study spells as the constant schedule (slope unset, replacing_share 1).
     slope: float | None = number(None, 0, open_low=True, optional=True)
     intercept: float = checked_by(
         0.3, "a number", "LinearReplacementSchedule", partial(_schedule, "linear", "intercept")
