@@ -35,9 +35,9 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from loyalkit.callbacks.conflicts import Change, register_callback
 from loyalkit.compression.quantization import (
-    INT8_BACKENDS,
     Int8Backend,
     Int8Quantization,
+    check_int8_options,
     convert_qat,
     is_fake_quantized,
     prepare_qat,
@@ -88,8 +88,7 @@ class PostTrainingQuantizationConfig:
     symmetric_activations: bool = True
 
     def __post_init__(self) -> None:
-        if self.backend not in INT8_BACKENDS:
-            raise ValueError(f"`backend` must be one of {INT8_BACKENDS}, got {self.backend!r}")
+        check_int8_options(self.backend, self.symmetric_activations)
 
     def as_arguments(self) -> dict[str, Any]:
         """The constructor arguments, JSON-ready."""

@@ -147,13 +147,19 @@ def _check_temperature(temperature: float) -> float:
     return float(temperature)
 
 
-def _check_weight(value: float, name: str, upper: float | None) -> float:
+def _check_weight(value: float, name: str, upper: float | None, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"`{name}` must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (upper is not None and value > upper):
-        allowed = f"[0, {upper}]" if upper is not None else ">= 0"
-        raise ValueError(f"`{name}` must be in {allowed}, got {value}")
+    low_ok = value > 0 if positive else value >= 0
+    if not math.isfinite(value) or not low_ok or (upper is not None and value > upper):
+        allowed = f"in [0, {upper}]" if upper is not None else "> 0" if positive else ">= 0"
+        raise ValueError(f"`{name}` must be {allowed}, got {value}")
     return float(value)
+
+
+def _check_flag(value: bool, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}")
 
 
 def _check_logit_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
@@ -425,7 +431,10 @@ class DistillationConfig:
     def __post_init__(self) -> None:
         _check_temperature(self.temperature)
         _check_weight(self.alpha, "alpha", 1.0)
-        _check_weight(self.hidden_weight, "hidden_weight", None)
+        # 0 would add the hidden-state loss times nothing: hidden KD switched off unannounced.
+        _check_weight(self.hidden_weight, "hidden_weight", None, positive=True)
+        _check_flag(self.hidden_normalize, "hidden_normalize")
+        _check_flag(self.cache_teacher_logits, "cache_teacher_logits")
         if self.hidden_layer_map is not None:
             if not isinstance(self.hidden_layer_map, Mapping) or not self.hidden_layer_map:
                 raise ValueError(

@@ -59,6 +59,7 @@ __all__ = [
     "INT8_BACKENDS",
     "Int8Quantization",
     "block_weight_share",
+    "check_int8_options",
     "convert_qat",
     "is_fake_quantized",
     "prepare_qat",
@@ -326,6 +327,15 @@ def _quantize_torch_ao(model: nn.Module) -> int:
     return count
 
 
+def check_int8_options(backend: object, symmetric_activations: object) -> None:
+    """Raise unless ``backend`` and ``symmetric_activations`` are valid for
+    :func:`quantize_dynamic_int8` (the one place their bounds are declared)."""
+    if backend not in INT8_BACKENDS:
+        raise ValueError(f"`backend` must be one of {INT8_BACKENDS}, got {backend!r}")
+    if not isinstance(symmetric_activations, bool):
+        raise TypeError(f"`symmetric_activations` must be a bool, got {symmetric_activations!r}")
+
+
 def quantize_dynamic_int8(
     model: nn.Module,
     *,
@@ -346,10 +356,7 @@ def quantize_dynamic_int8(
         Int8Quantization(backend='torch.ao', quantized_layers=2, fallback_reason=None, block_weight_share=1.0)
     """
     _check_model(model)
-    if backend not in INT8_BACKENDS:
-        raise ValueError(f"`backend` must be one of {INT8_BACKENDS}, got {backend!r}")
-    if not isinstance(symmetric_activations, bool):
-        raise TypeError("`symmetric_activations` must be a bool")
+    check_int8_options(backend, symmetric_activations)
     _check_everything_quantizable(model)
     _convert_conv1d(model)
     if backend == "torch.ao":

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loyalkit.citation import XU_2021_CITATION
+from loyalkit.study.records import RunRecord, StudyResults, TeacherRecord, as_results
 
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult, ModelCard
@@ -75,53 +76,61 @@ class CardMetric:
     value: float
 
 
-def card_metrics(run: Mapping[str, Any]) -> list[CardMetric]:
+def card_metrics(run: RunRecord | Mapping[str, Any]) -> list[CardMetric]:
     """The ``CARD_METRICS`` a run has (missing or non-numeric values are left out)."""
+    run = _record(run)
     metrics = []
     for metric_type, name, where in CARD_METRICS:
-        value: Any = run
-        for part in where.split("."):
+        field, *inner = where.split(".")
+        value: Any = getattr(run, field)
+        for part in inner:  # inside the attack summary, a dict
             value = value.get(part) if isinstance(value, Mapping) else None
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
             metrics.append(CardMetric(metric_type, name, float(value)))
     return metrics
 
 
-def find_run(results: Mapping[str, Any], method: str, seed: int | None = None) -> dict[str, Any]:
+def find_run(
+    results: StudyResults | Mapping[str, Any], method: str, seed: int | None = None
+) -> RunRecord:
     """The done run of ``method`` with ``seed`` (or its only done seed) in ``results``."""
-    runs = [r for r in results.get("runs", []) if isinstance(r, Mapping)]
-    available = sorted({r["method"] for r in runs if isinstance(r.get("method"), str)})
-    mine = [r for r in runs if r.get("method") == method]
+    runs = as_results(results).runs
+    available = sorted({r.method for r in runs})
+    mine = [r for r in runs if r.method == method]
     if not mine:
         raise ValueError(
             f"`method` {method!r} is not in the results; available: {', '.join(available) or '-'}"
         )
-    done = [r for r in mine if r.get("status", "done") == "done"]
+    done = [r for r in mine if r.status == "done"]
     if seed is None:
         if len(done) != 1:
-            seeds = ", ".join(str(r.get("seed")) for r in done) or "none"
+            seeds = ", ".join(str(r.seed) for r in done) or "none"
             raise ValueError(f"`seed`: method {method!r} has done seeds {seeds}; pick one")
-        return dict(done[0])
-    chosen = [r for r in mine if r.get("seed") == seed]
+        return done[0]
+    chosen = [r for r in mine if r.seed == seed]
     if not chosen:
-        seeds = ", ".join(str(r.get("seed")) for r in mine)
+        seeds = ", ".join(str(r.seed) for r in mine)
         raise ValueError(f"`seed` {seed} did not run for method {method!r}; seeds: {seeds}")
-    if chosen[0].get("status", "done") != "done":
+    if chosen[0].status != "done":
         raise ValueError(f"method {method!r} seed {seed} failed; there is no model to describe")
-    return dict(chosen[0])
+    return chosen[0]
 
 
-def is_int8(run: Mapping[str, Any], model_dir: str | Path | None = None) -> bool:
+def is_int8(run: RunRecord | Mapping[str, Any], model_dir: str | Path | None = None) -> bool:
     """Whether the model's weights are int8: a ``quantization_config`` in its config.json, or
     (without the folder) an int8 method name."""
     if model_dir is not None and (Path(model_dir) / "config.json").is_file():
         config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
         return "quantization_config" in config
-    return "int8" in str(run.get("method", "")).lower()
+    # Only the name is read: a bare {"method": ...} will do.
+    method = run.method if isinstance(run, RunRecord) else run.get("method", "")
+    return "int8" in str(method).lower()
 
 
 def card_eval_results(
-    run: Mapping[str, Any], task: Mapping[str, Any], config: Mapping[str, Any] | None = None
+    run: RunRecord | Mapping[str, Any],
+    task: Mapping[str, Any],
+    config: Mapping[str, Any] | None = None,
 ) -> list[EvalResult]:
     """The model-index entries of one run: one ``EvalResult`` per metric in ``card_metrics``."""
     from huggingface_hub import EvalResult
@@ -144,7 +153,7 @@ def card_eval_results(
 
 
 def build_model_card(
-    results: Mapping[str, Any],
+    results: StudyResults | Mapping[str, Any],
     method: str,
     seed: int | None = None,
     *,
@@ -161,12 +170,13 @@ def build_model_card(
     """
     from huggingface_hub import ModelCard, ModelCardData
 
+    results = as_results(results)
     run = find_run(results, method, seed)
-    task = results.get("task") or {}
-    config = results.get("config") or {}
+    task = results.task or {}
+    config = results.config or {}
     eval_results = card_eval_results(run, task, config)
     if not eval_results:
-        raise ValueError(f"method {method!r} seed {run.get('seed')} has no metrics to record")
+        raise ValueError(f"method {method!r} seed {run.seed} has no metrics to record")
     base = base_model if base_model is not None else teacher_hub_id(config)
     name = repo_id.split("/")[-1] if repo_id else f"{task.get('name', 'task')}-{method}"
     dataset = _dataset(task, config)
@@ -259,9 +269,17 @@ def _number(value: Any, digits: int = 1, suffix: str = "") -> str:
     return f"{value:.{digits}f}{suffix}" if isinstance(value, (int, float)) else "—"
 
 
+#: The teacher of results without one: nothing measured, every cell "—".
+_NO_TEACHER = TeacherRecord(model_dir="")
+
+
+def _record(run: RunRecord | Mapping[str, Any]) -> RunRecord:
+    return run if isinstance(run, RunRecord) else RunRecord.from_dict(run)
+
+
 def _body(
-    results: Mapping[str, Any],
-    run: Mapping[str, Any],
+    results: StudyResults,
+    run: RunRecord,
     name: str,
     base: str | None,
     repo_id: str | None,
@@ -269,21 +287,21 @@ def _body(
 ) -> str:
     from loyalkit.study.report import summarize
 
-    task = results.get("task") or {}
-    teacher = results.get("teacher") or {}
-    config = results.get("config") or {}
-    method, title = run["method"], run.get("title") or run["method"]
-    entry = next(e for e in summarize(results.get("runs", [])) if e["method"] == method)
+    task = results.task or {}
+    teacher = results.teacher or _NO_TEACHER
+    config = results.config or {}
+    method, title = run.method, run.title or run.method
+    entry = next(e for e in summarize(results.runs) if e["method"] == method)
     several = entry["seeds"] >= 2
-    teacher_attack: Mapping[str, Any] = _mapping(teacher.get("attack"))
-    attack: Mapping[str, Any] = _mapping(run.get("attack"))
+    teacher_attack: Mapping[str, Any] = _mapping(teacher.attack)
+    attack: Mapping[str, Any] = _mapping(run.attack)
     settings = (config.get("methods") or {}).get(method) if isinstance(config, Mapping) else None
     attack_config: Mapping[str, Any] = _mapping(config.get("attack"))
 
     lines = [f"# {name}", ""]
     teacher_text = f"`{base}`" if base else "a local model"
     train_data = task.get("train_data") or "the task's training data"
-    if teacher.get("fine_tuned") is False:
+    if teacher.fine_tuned is False:
         made = f"teacher ({teacher_text}, used as given, not fine-tuned by the study)"
     else:
         made = f"teacher fine-tuned from {teacher_text} on **{train_data}**"
@@ -293,7 +311,7 @@ def _body(
         f"({task.get('num_labels', '?')} labels: {', '.join(map(str, task.get('label_names', [])))}). "
         f"Made with loyalkit in a study of how *loyal* compressed models "
         "stay to their teacher (Xu et al., 2021), seed "
-        f"{run.get('seed')}."
+        f"{run.seed}."
     )
     lines += ["", "## How it was made", ""]
     lines.append(
@@ -329,17 +347,17 @@ def _body(
         return [f"{scale * value['mean']:.{digits}f} ± {scale * value['std']:.{digits}f}{suffix}"]
 
     rows = [
-        ("Accuracy (%)", _percent(run.get("accuracy")), _percent(teacher.get("accuracy")), stat("accuracy", 100, 1)),
-        ("Label loyalty (%)", _percent(run.get("label_loyalty")), "100.0", stat("label_loyalty", 100, 1)),
-        ("Probability loyalty (%)", _percent(run.get("probability_loyalty")), "100.0", stat("probability_loyalty", 100, 1)),
-        ("Flips (%)", _percent(run.get("flips")), "0.0", stat("flips", 100, 1)),
+        ("Accuracy (%)", _percent(run.accuracy), _percent(teacher.accuracy), stat("accuracy", 100, 1)),
+        ("Label loyalty (%)", _percent(run.label_loyalty), "100.0", stat("label_loyalty", 100, 1)),
+        ("Probability loyalty (%)", _percent(run.probability_loyalty), "100.0", stat("probability_loyalty", 100, 1)),
+        ("Flips (%)", _percent(run.flips), "0.0", stat("flips", 100, 1)),
         ("After-attack accuracy (%)", _percent(attack.get("after_attack_accuracy")), _percent(teacher_attack.get("after_attack_accuracy")), stat("after_attack_accuracy", 100, 1)),
         ("Attack success rate (%)", _percent(attack.get("attack_success_rate")), _percent(teacher_attack.get("attack_success_rate")), stat("attack_success_rate", 100, 1)),
         ("Mean queries", _number(attack.get("mean_queries")), _number(teacher_attack.get("mean_queries")), stat("mean_queries", 1, 1)),
-        ("CPU speed-up", _number(run.get("speedup"), 2, "x"), "1.00x", stat("speedup", 1, 2, "x")),
-        ("Layers", _number(run.get("layers"), 0), _number(teacher.get("layers"), 0), []),
-        ("Parameters (M)", _number(_millions(run.get("parameters"))), _number(_millions(teacher.get("parameters"))), []),
-        ("Size on disk (MB)", _number(run.get("size_on_disk_mb")), _number(teacher.get("size_on_disk_mb")), []),
+        ("CPU speed-up", _number(run.speedup, 2, "x"), "1.00x", stat("speedup", 1, 2, "x")),
+        ("Layers", _number(run.layers, 0), _number(teacher.layers, 0), []),
+        ("Parameters (M)", _number(_millions(run.parameters)), _number(_millions(teacher.parameters)), []),
+        ("Size on disk (MB)", _number(run.size_on_disk_mb), _number(teacher.size_on_disk_mb), []),
     ]  # fmt: skip
     for label, mine, teachers, seeds in rows:
         extra = seeds if several and seeds else (["—"] if several else [])

@@ -22,12 +22,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SCHEMA_VERSION", "RunRecord", "StudyResults", "TeacherRecord", "read_results"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "RunRecord",
+    "StudyResults",
+    "TeacherRecord",
+    "as_results",
+    "as_runs",
+    "read_results",
+]
 
 #: Version of ``results.json``. 2 adds the ``schema_version`` key; version 1 had no such key.
 SCHEMA_VERSION = 2
@@ -112,7 +120,7 @@ class StudyResults:
     environment: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     task: dict[str, Any] = field(default_factory=dict)
-    teacher: TeacherRecord
+    teacher: TeacherRecord | None = None  # None: no teacher measured yet (the report omits its row)
     runs: list[RunRecord]
     summary: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
@@ -133,7 +141,8 @@ class StudyResults:
         _check_keys("results", data, fields(cls))
         if not isinstance(data.get("runs"), list):
             raise ValueError(f"results.runs: expected a list, got {data.get('runs')!r}")
-        data["teacher"] = TeacherRecord.from_dict(data.get("teacher"), "results.teacher")
+        if data.get("teacher") is not None:
+            data["teacher"] = TeacherRecord.from_dict(data["teacher"], "results.teacher")
         data["runs"] = [
             RunRecord.from_dict(run, f"results.runs[{index}]")
             for index, run in enumerate(data["runs"])
@@ -144,6 +153,25 @@ class StudyResults:
         """JSON-ready data, ``schema_version`` first."""
         data = dataclasses.asdict(self)
         return {"schema_version": data.pop("schema_version"), **data}
+
+
+def as_results(results: StudyResults | Mapping[str, Any]) -> StudyResults:
+    """``results`` as records: parsed ``results.json`` is read with :meth:`StudyResults.from_dict`."""
+    return results if isinstance(results, StudyResults) else StudyResults.from_dict(results)
+
+
+def as_runs(runs: Sequence[RunRecord | Mapping[str, Any]]) -> list[RunRecord]:
+    """``runs`` as records; a mapping needs a ``method`` name (the error names its index)."""
+    records = []
+    for index, run in enumerate(runs):
+        if not isinstance(run, RunRecord):
+            if not isinstance(run, Mapping) or not isinstance(run.get("method"), str):
+                raise ValueError(
+                    f"`runs[{index}]` must be a dict with a 'method' name, got {run!r}"
+                )
+            run = RunRecord.from_dict(run, f"runs[{index}]")
+        records.append(run)
+    return records
 
 
 def read_results(path: str | Path) -> StudyResults:

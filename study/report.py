@@ -1,7 +1,8 @@
 """The study's report: per-method mean and std over seeds, a Markdown table shaped like Table 1 of
 Xu et al. (2021), and the plots.
 
-``results`` is the dict saved as ``results.json`` (teacher, runs, task, config). Fractions are
+``results`` is a :class:`~loyalkit.study.records.StudyResults` (teacher, runs, task, config), or
+the parsed ``results.json``, read through it (runs: ``RunRecord`` or their dicts). Fractions are
 stored in [0, 1]; the table shows them as percentages with one decimal, ``± std`` (sample std,
 ddof=1) when a method ran with several seeds, and ``—`` where a value is missing.
 
@@ -22,6 +23,8 @@ import statistics
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from loyalkit.study.records import RunRecord, StudyResults, TeacherRecord, as_results, as_runs
 
 __all__ = [
     "RUN_METRICS",
@@ -68,7 +71,7 @@ MISSING = "—"
 _ERROR_CHARS = 160
 
 
-def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def summarize(runs: Sequence[RunRecord | Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per method (in order of first appearance): seeds done, seeds failed, mean and std of each metric.
 
     Every numeric field of a done run is summarised: the fields of ``RUN_METRICS``, the attack
@@ -76,22 +79,15 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     and ``adversarial_loyalty`` flattened with an ``adversarial_`` prefix. ``std`` is the sample
     standard deviation (ddof=1) over the seeds that have the value, 0.0 for a single one.
     """
-    order: list[str] = []
-    by_method: dict[str, list[Mapping[str, Any]]] = {}
-    for index, run in enumerate(runs):
-        if not isinstance(run, Mapping) or not isinstance(run.get("method"), str):
-            raise ValueError(f"`runs[{index}]` must be a dict with a 'method' name, got {run!r}")
-        if run["method"] not in by_method:
-            order.append(run["method"])
-            by_method[run["method"]] = []
-        by_method[run["method"]].append(run)
+    by_method: dict[str, list[RunRecord]] = {}  # in order of first appearance
+    for run in as_runs(runs):
+        by_method.setdefault(run.method, []).append(run)
     summary = []
-    for method in order:
-        method_runs = by_method[method]
-        done = [run for run in method_runs if run.get("status", "done") == "done"]
+    for method, method_runs in by_method.items():
+        done = [run for run in method_runs if run.status == "done"]
         entry: dict[str, Any] = {
             "method": method,
-            "title": next((r["title"] for r in method_runs if r.get("title")), method),
+            "title": next((r.title for r in method_runs if r.title), method),
             "seeds": len(done),
             "failed": len(method_runs) - len(done),
         }
@@ -105,19 +101,17 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
-def failed_runs(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+def failed_runs(runs: Sequence[RunRecord | Mapping[str, Any]]) -> list[str]:
     """One line per failed run: method, seed and the last line of its error."""
     lines = []
-    for run in runs:
-        if run.get("status", "done") == "done":
+    for run in as_runs(runs):
+        if run.status == "done":
             continue
-        error = str(run.get("error") or "no error recorded").strip()
+        error = str(run.error or "no error recorded").strip()
         last = next((line.strip() for line in reversed(error.splitlines()) if line.strip()), "")
         if len(last) > _ERROR_CHARS:
             last = last[: _ERROR_CHARS - 1] + "…"
-        lines.append(
-            f"{run.get('title') or run['method']} (`{run['method']}`), seed {run.get('seed')}: {last}"
-        )
+        lines.append(f"{run.title or run.method} (`{run.method}`), seed {run.seed}: {last}")
     return lines
 
 
@@ -151,14 +145,14 @@ def format_cell(stat: Mapping[str, float] | float | None, seeds: int, kind: str)
     return text
 
 
-def table_rows(results: Mapping[str, Any]) -> list[list[str]]:
+def table_rows(results: StudyResults | Mapping[str, Any]) -> list[list[str]]:
     """The results table as rows of cells: the teacher first, then each method in run order."""
+    results = as_results(results)
     rows = []
-    teacher = results.get("teacher")
-    if teacher:
-        stats = _teacher_stats(teacher)
+    if results.teacher is not None:
+        stats = _teacher_stats(results.teacher)
         rows.append(["Teacher"] + [format_cell(stats.get(k), 1, f) for _, k, f in TABLE_COLUMNS])
-    for entry in summarize(results.get("runs", [])):
+    for entry in summarize(results.runs):
         seeds = entry["seeds"]
         title = entry["title"]
         if entry["failed"]:
@@ -170,14 +164,15 @@ def table_rows(results: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
-def results_markdown(results: Mapping[str, Any]) -> str:
+def results_markdown(results: StudyResults | Mapping[str, Any]) -> str:
     """The study's results as Markdown: a context line, the table, failed runs, column notes."""
+    results = as_results(results)
     headers = ["Method"] + [header for header, _, _ in TABLE_COLUMNS]
     lines = ["# Loyalty and robustness of compressed models", "", _context_line(results), ""]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join([":---"] + ["---:"] * len(TABLE_COLUMNS)) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
-    failures = failed_runs(results.get("runs", []))
+    failures = failed_runs(results.runs)
     if failures:
         lines += ["", "Failed runs:", ""] + [f"- {line}" for line in failures]
     lines += [
@@ -194,15 +189,14 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: Mapping[str, Any], output_dir: str | Path) -> list[Path]:
+def write_report(results: StudyResults | Mapping[str, Any], output_dir: str | Path) -> list[Path]:
     """Write ``results.md`` and the PNG plots into ``output_dir``; return their paths."""
     from loyalkit.study.plots import write_plots
 
+    results = as_results(results)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(
-        summarize(results.get("runs", [])), _teacher_stats(results.get("teacher")), output_dir
-    )
+    plots = write_plots(summarize(results.runs), _teacher_stats(results.teacher), output_dir)
     text = results_markdown(results)
     text += "\n" + "\n".join(f"![{plot.title}]({plot.path.name})" for plot in plots) + "\n"
     markdown = output_dir / "results.md"
@@ -213,16 +207,17 @@ def write_report(results: Mapping[str, Any], output_dir: str | Path) -> list[Pat
 # ---------------------------------------------------------------- helpers
 
 
-def _numeric_fields(run: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
+def _numeric_fields(run: RunRecord) -> Iterator[tuple[str, float]]:
     for key in RUN_METRICS:
-        if _is_number(run.get(key)):
-            yield key, float(run[key])
-    attack = run.get("attack")
+        value = getattr(run, key)
+        if _is_number(value):
+            yield key, float(value)
+    attack = run.attack
     if isinstance(attack, Mapping):
         for key, value in attack.items():
             if _is_number(value):
                 yield key, float(value)
-    adversarial = run.get("adversarial_loyalty")
+    adversarial = run.adversarial_loyalty
     if isinstance(adversarial, Mapping):
         for key, value in adversarial.items():
             if _is_number(value):
@@ -244,14 +239,17 @@ def _sample_std(series: Sequence[float]) -> float:
     return statistics.stdev(series) if len(series) >= 2 else 0.0
 
 
-def _teacher_stats(teacher: Mapping[str, Any] | None) -> dict[str, Any]:
+def _teacher_stats(teacher: TeacherRecord | None) -> dict[str, Any]:
     """The teacher as a one-seed summary entry: loyalty 1 and speed-up 1 by construction."""
-    if not teacher:
+    if teacher is None:
         return {}
+    measured: dict[str, Any] = {
+        key: getattr(teacher, key, None) for key in RUN_METRICS
+    }  # no loyalty
     stats: dict[str, Any] = {
-        key: {"mean": float(teacher[key]), "std": 0.0}
-        for key in RUN_METRICS
-        if _is_number(teacher.get(key))
+        key: {"mean": float(value), "std": 0.0}
+        for key, value in measured.items()
+        if _is_number(value)
     }
     for key, value in (
         ("speedup", 1.0),
@@ -260,9 +258,8 @@ def _teacher_stats(teacher: Mapping[str, Any] | None) -> dict[str, Any]:
         ("flips", 0.0),
     ):
         stats.setdefault(key, {"mean": value, "std": 0.0})
-    attack = teacher.get("attack")
-    if isinstance(attack, Mapping):
-        for key, value in attack.items():
+    if isinstance(teacher.attack, Mapping):
+        for key, value in teacher.attack.items():
             if _is_number(value):
                 stats[key] = {"mean": float(value), "std": 0.0}
     return stats
@@ -285,32 +282,30 @@ def _find_key(tree: Any, key: str) -> Any:
     return None
 
 
-def _context_line(results: Mapping[str, Any]) -> str:
-    task = results.get("task") or {}
-    teacher = results.get("teacher") or {}
-    runs = results.get("runs", [])
+def _context_line(results: StudyResults) -> str:
+    task = results.task or {}
     parts = [f"Task: {task.get('name', MISSING)}"]
     if task.get("validation_size") is not None:
         parts.append(f"validation size: {task['validation_size']}")
-    config = results.get("config")
+    config = results.config
     attack_config = config.get("attack") if isinstance(config, Mapping) else None
     if isinstance(attack_config, Mapping) and attack_config.get("enabled") is False:
         # The preset's recipe and size stay in the config, but nothing was attacked.
         parts.append("no attack")
     else:
-        parts.extend(_attack_parts(results, teacher))
-    seeds = sorted({run["seed"] for run in runs if run.get("seed") is not None})
+        parts.extend(_attack_parts(results))
+    seeds = sorted({run.seed for run in results.runs if run.seed is not None})
     parts.append("seeds: " + (", ".join(map(str, seeds)) if seeds else MISSING))
     return "; ".join(parts) + "."
 
 
-def _attack_parts(results: Mapping[str, Any], teacher: Mapping[str, Any]) -> list[str]:
+def _attack_parts(results: StudyResults) -> list[str]:
     parts: list[str] = []
-    attack = teacher.get("attack") if isinstance(teacher.get("attack"), Mapping) else None
-    attacked = (attack or {}).get("num_attacked")
+    attack = results.teacher.attack if results.teacher is not None else None
+    attacked = attack.get("num_attacked") if isinstance(attack, Mapping) else None
     if attacked is None:
-        attacked = _find_key(results.get("config"), "num_examples")
+        attacked = _find_key(results.config, "num_examples")
     parts.append(f"attacked examples: {attacked if attacked is not None else MISSING}")
-    recipe = _find_key(results.get("config"), "recipe")
+    recipe = _find_key(results.config, "recipe")
     parts.append(f"attack recipe: {recipe if recipe is not None else MISSING}")
     return parts

@@ -1,9 +1,12 @@
 """Settings fields that carry their own check: one declaration per value, one message per kind.
 
 A settings dataclass declares each field with :func:`number`, :func:`integer`, :func:`flag`,
-:func:`choice`, :func:`random_seed` or :func:`setting`; :func:`check_fields` runs every field's check and
-names the key (``methods.kd-logit.alpha: expected a number in [0, 1], got 1.5``). A subclass that
-only changes a default (``epochs: float = 1.0``) keeps the check of the class it overrides.
+:func:`choice`, :func:`random_seed` or :func:`setting`; a value that ``loyalkit.compression`` (or a
+callback's config) already bounds is declared with :func:`checked_by`, which builds that config, so
+the bound is declared once, where the math lives. :func:`check_fields` runs every field's check and
+names the key (``methods.theseus.replacing_share: expected a number in [0, 1], got 1.5``). A
+subclass that only changes a default (``epochs: float = 1.0``) keeps the check of the class it
+overrides.
 
 Example:
     >>> from dataclasses import dataclass
@@ -31,6 +34,7 @@ __all__ = [
     "check_int",
     "check_number",
     "check_seed",
+    "checked_by",
     "choice",
     "fail",
     "flag",
@@ -105,6 +109,25 @@ def number(
     optional: bool = False,
 ) -> Any:
     check = partial(check_number, low=low, high=high, open_low=open_low)
+    return setting(default, check, optional=optional)
+
+
+def _check_by(path: str, value: Any, kind: str, owner: str, build: Callable[[Any], object]) -> None:
+    try:
+        build(value)
+    except (TypeError, ValueError) as error:
+        raise fail(path, f"expected {kind}; {owner}: {error}") from None
+
+
+def checked_by(
+    default: Any, kind: str, owner: str, build: Callable[[Any], object], *, optional: bool = False
+) -> Any:
+    """A field validated where its math lives: ``build(value)`` makes ``owner`` (the compression
+    config that declares the bound) and its error is re-raised naming the key, for instance
+    ``methods.kd-logit.alpha: expected a number; DistillationConfig: `alpha` must be in [0, 1.0],
+    got 1.5``. ``build`` imports ``owner`` when it runs, not when the method's file is imported
+    (the CLI's parser imports the registry, and must not import torch)."""
+    check = partial(_check_by, kind=kind, owner=owner, build=build)
     return setting(default, check, optional=optional)
 
 

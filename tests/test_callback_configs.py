@@ -79,6 +79,11 @@ def test_the_callbacks_read_their_settings_from_the_config() -> None:
         (lambda: ModuleReplacementConfig(0.5), TypeError, "schedule"),  # type: ignore[arg-type]
         (lambda: PostTrainingQuantizationConfig("int4"), ValueError, "`backend`"),  # type: ignore[arg-type]
         (lambda: QuantizationAwareTrainingConfig(1), TypeError, "`convert_at_end`"),  # type: ignore[arg-type]
+        (
+            lambda: PostTrainingQuantizationConfig(symmetric_activations=1),  # type: ignore[arg-type]
+            TypeError,
+            "`symmetric_activations` must be a bool",
+        ),
     ],
 )
 def test_bad_settings_are_named_by_the_config(build: Any, error: type, message: str) -> None:

@@ -266,6 +266,16 @@ def test_config_refuses_cache_with_hidden_state_kd():
         DistillationConfig(hidden_weight=-1.0)
 
 
+def test_config_refuses_a_hidden_weight_of_zero_and_non_bool_flags():
+    # A weight of 0 would keep the hidden-state loss but count it for nothing: a silent no-op.
+    with pytest.raises(ValueError, match="`hidden_weight` must be > 0, got 0"):
+        DistillationConfig(hidden_layer_map={1: 2}, hidden_weight=0)
+    with pytest.raises(TypeError, match="`hidden_normalize` must be True or False, got 'yes'"):
+        DistillationConfig(hidden_normalize="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`cache_teacher_logits` must be True or False, got 1"):
+        DistillationConfig(cache_teacher_logits=1)  # type: ignore[arg-type]
+
+
 def dropout_free_bert(num_layers: int = 2, seed: int = 2) -> BertForSequenceClassification:
     """tiny_bert without dropout, so train-mode forwards are deterministic.
 

@@ -168,7 +168,7 @@ def test_card_of_a_local_teacher_and_local_files_has_no_base_model_or_datasets(t
 
 def test_find_run_errors_name_the_argument():
     results = study_results()
-    assert find_run(results, "int8-ptq", 2)["accuracy"] == 0.81
+    assert find_run(results, "int8-ptq", 2).accuracy == 0.81
     with pytest.raises(
         ValueError, match=r"`method` 'pkd' is not in the results; available: int8-ptq, kd"
     ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,75 @@ def test_settings_objects_validate_too() -> None:
         StudyConfig(methods={"kd-logit": LogitKDSettings(student_layers=0)})
     with pytest.raises(ValueError, match=r"methods.kd-logit: expected LogitKDSettings"):
         StudyConfig(methods={"kd-logit": KLKDSettings()})
+
+
+def _own_error(build: Any) -> str:
+    """The message of the error that compression's own config raises for one bad value."""
+    with pytest.raises((TypeError, ValueError)) as raised:
+        build()
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "value", "owner", "build"),
+    [
+        ("kd-logit", "alpha", 1.5, "DistillationConfig", lambda: _kd(alpha=1.5)),
+        ("kd-kl", "temperature", 0, "DistillationConfig", lambda: _kd(temperature=0)),
+        ("combined", "alpha", "x", "DistillationConfig", lambda: _kd(alpha="x")),
+        ("kd-hidden", "hidden_weight", 0, "DistillationConfig", lambda: _kd(hidden_weight=0)),
+        ("kd-hidden", "hidden_normalize", 1, "DistillationConfig", lambda: _kd(hidden_normalize=1)),
+        (
+            "theseus",
+            "replacement_rate",
+            1.5,
+            "ConstantReplacementSchedule",
+            lambda: _replacement("ConstantReplacementSchedule", rate=1.5),
+        ),
+        (
+            "theseus",
+            "intercept",
+            -0.1,
+            "LinearReplacementSchedule",
+            lambda: _replacement("LinearReplacementSchedule", intercept=-0.1),
+        ),
+        (
+            "head-pruning",
+            "num_batches",
+            0,
+            "HeadPruningConfig",
+            lambda: _head_pruning(num_batches=0),
+        ),
+        (
+            "head-pruning",
+            "importance",
+            "random",
+            "HeadPruningConfig",
+            lambda: _head_pruning(importance="random"),
+        ),
+    ],
+)
+def test_method_settings_are_validated_by_compressions_own_configs(
+    method: str, key: str, value: Any, owner: str, build: Any
+) -> None:
+    # The study's message is the compression config's own, behind the key: one bound, one place.
+    expected = f"methods.{method}.{key}: expected .*; {owner}: " + re.escape(_own_error(build))
+    with pytest.raises(ValueError, match=expected):
+        StudyConfig(methods={method: REGISTRY[method](**{key: value})})
+
+
+def _kd(**arguments: Any) -> Any:
+    from loyalkit.compression import DistillationConfig
+
+    return DistillationConfig(**arguments)
+
+
+def _replacement(kind: str, **arguments: Any) -> Any:
+    from loyalkit.compression import module_replacement
+
+    return getattr(module_replacement, kind)(**arguments)
+
+
+def _head_pruning(**arguments: Any) -> Any:
+    from loyalkit.callbacks import HeadPruningConfig
+
+    return HeadPruningConfig(schedule={0: 0.5}, **arguments)

@@ -347,3 +347,14 @@ def _json_results() -> str:
     import json
 
     return json.dumps(RESULTS)
+
+
+def test_the_report_reads_through_the_records() -> None:
+    from loyalkit.study.records import StudyResults
+
+    # Records and the parsed results.json give the same table; a misspelt key is named, not blank.
+    assert table_rows(StudyResults.from_dict(RESULTS)) == EXPECTED_ROWS
+    typo = copy.deepcopy(RESULTS["runs"][0])
+    typo["acuracy"] = typo.pop("accuracy")
+    with pytest.raises(ValueError, match=r"runs\[0\]: unknown key 'acuracy'"):
+        summarize([typo])

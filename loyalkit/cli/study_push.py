@@ -84,22 +84,22 @@ def run_push(args: argparse.Namespace, api: Any = None) -> int:
     if not results_file.is_file():
         raise FileNotFoundError(f"RESULTS_DIR {str(results_dir)!r} holds no results.json")
     check_repo_id(args.repo_id)
-    results = read_results(results_file).to_dict()  # checked against the records
+    results = read_results(results_file)
     run = find_run(results, args.method, args.seed)
-    if not run.get("model_dir"):
-        raise ValueError(f"method {args.method!r} seed {run.get('seed')} saved no model to push")
-    model_dir = results_dir / run["model_dir"]
+    if not run.model_dir:
+        raise ValueError(f"method {args.method!r} seed {run.seed} saved no model to push")
+    model_dir = results_dir / run.model_dir
     _check_unchanged(model_dir)
     card = build_model_card(
         results,
         args.method,
-        run.get("seed"),
+        run.seed,
         repo_id=args.repo_id,
         base_model=args.base_model,
         license=args.license,
         model_dir=model_dir,
     )
-    expected = card_eval_results(run, results.get("task") or {}, results.get("config") or {})
+    expected = card_eval_results(run, results.task or {}, results.config or {})
     plan = push_model(
         model_dir,
         args.repo_id,
@@ -112,7 +112,7 @@ def run_push(args: argparse.Namespace, api: Any = None) -> int:
     )
     visibility = "private" if args.private else "public"
     if args.dry_run:
-        saved = results_dir / "cards" / f"{args.method}-seed-{run.get('seed')}.md"
+        saved = results_dir / "cards" / f"{args.method}-seed-{run.seed}.md"
         saved.parent.mkdir(exist_ok=True)
         saved.write_text(plan.card, encoding="utf-8")
         print(f"Dry run, nothing uploaded. The card is valid; written to {saved}.")

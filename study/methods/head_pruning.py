@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from loyalkit.study.methods import (
     MethodContext,
@@ -15,7 +16,14 @@ from loyalkit.study.methods import (
     teacher_copy,
     train,
 )
-from loyalkit.study.schema import choice, integer, number
+from loyalkit.study.schema import checked_by, number
+
+
+def _config(argument: str, value: Any) -> Any:
+    """``HeadPruningConfig`` with ``argument=value``: where its check is declared."""
+    from loyalkit.callbacks.head_pruning import HeadPruningConfig
+
+    return HeadPruningConfig(schedule={0: 0.5}, **{argument: value})
 
 
 @register
@@ -27,9 +35,13 @@ class HeadPruningSettings(TrainedSettings):
     order = 40
     paper = {"epochs": 2.0, "num_batches": 32}
 
+    # Tighter than HeadPruningSchedule's [0, 1): 0 would prune nothing, and a study run that
+    # removes over 95% of the heads measures nothing but a broken model.
     share: float = number(0.5, 0, 0.95, open_low=True)
-    importance: Literal["gradient", "magnitude"] = choice("gradient", "gradient", "magnitude")
-    num_batches: int = integer(8, 1)
+    importance: Literal["gradient", "magnitude"] = checked_by(
+        "gradient", "a name", "HeadPruningConfig", partial(_config, "importance")
+    )
+    num_batches: int = checked_by(8, "an int", "HeadPruningConfig", partial(_config, "num_batches"))
     epochs: float = 1.0
     learning_rate: float = 3e-5
 

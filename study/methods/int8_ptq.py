@@ -5,9 +5,16 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loyalkit.study.methods import MethodContext, MethodSettings, RunSpec, register, save
-from loyalkit.study.schema import flag
+from loyalkit.study.schema import checked_by
+
+
+def _check(symmetric_activations: Any) -> None:
+    from loyalkit.compression.quantization import check_int8_options
+
+    check_int8_options("torchao", symmetric_activations)
 
 
 @register
@@ -18,7 +25,7 @@ class Int8PTQSettings(MethodSettings):
     name = "int8-ptq"
     order = 10
 
-    symmetric_activations: bool = flag(True)
+    symmetric_activations: bool = checked_by(True, "true or false", "quantize_dynamic_int8", _check)
 
     def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
         from loyalkit.compression import quantize_dynamic_int8

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loyalkit.study.methods import MethodContext, RunSpec, register, teacher_layers
-from loyalkit.study.methods.kd_logit import LogitKDSettings, distill
-from loyalkit.study.schema import flag, number
+from loyalkit.study.methods.kd_logit import LogitKDSettings, distill, kd_setting
 
 
 @register
@@ -19,8 +18,8 @@ class HiddenKDSettings(LogitKDSettings):
     name = "kd-hidden"
     order = 70
 
-    hidden_weight: float = number(1.0, 0, open_low=True)
-    hidden_normalize: bool = flag(True)
+    hidden_weight: float = kd_setting("hidden_weight", 1.0)
+    hidden_normalize: bool = kd_setting("hidden_normalize", True, "true or false")
 
     def build(self, context: MethodContext, run: RunSpec, seed: int, model_dir: Path) -> None:
         ratio = teacher_layers(context) / self.student_layers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +16,29 @@ from loyalkit.study.methods import (
     save,
     train,
 )
-from loyalkit.study.schema import number
+from loyalkit.study.schema import checked_by
+
+
+def _distillation_config(argument: str, value: Any) -> Any:
+    """``DistillationConfig(argument=value)``: where the KD settings' bounds are declared."""
+    from loyalkit.compression.distillation import DistillationConfig
+
+    return DistillationConfig(**{argument: value})
+
+
+def kd_setting(argument: str, default: Any, kind: str = "a number") -> Any:
+    """A KD setting that ``DistillationConfig`` validates as its ``argument``, for every KD method."""
+    return checked_by(default, kind, "DistillationConfig", partial(_distillation_config, argument))
 
 
 def kd_temperature(default: float) -> Any:
-    """The soft targets' temperature (> 0): one declaration for every KD method."""
-    return number(default, 0, open_low=True)
+    """The soft targets' temperature (``DistillationConfig.temperature``: > 0)."""
+    return kd_setting("temperature", default)
 
 
 def kd_alpha(default: float = 0.5) -> Any:
-    """The weight of the soft targets against the hard labels, in [0, 1]."""
-    return number(default, 0, 1)
+    """The weight of the soft targets against the hard labels (``DistillationConfig.alpha``)."""
+    return kd_setting("alpha", default)
 
 
 #: The ``paper`` preset's student training, shared by the KD and Theseus methods.

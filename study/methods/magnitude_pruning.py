@@ -19,10 +19,17 @@ from loyalkit.study.methods import (
     teacher_copy,
     train,
 )
-from loyalkit.study.schema import check_number, choice, fail, number, setting
+from loyalkit.study.schema import check_number, checked_by, fail, number, setting
+
+
+def _check_scope(value: Any) -> Any:
+    from loyalkit.compression.magnitude_pruning import check_scope
+
+    return check_scope(value)
 
 
 def _check_sparsities(path: str, value: Any) -> None:
+    # Tighter than the schedules' [0, 1): 0 prunes nothing, and a run id is the rounded percent.
     if not isinstance(value, tuple) or not value:
         raise fail(path, f"expected a list of shares, got {value!r}")
     for share in value:
@@ -46,7 +53,9 @@ class MagnitudePruningSettings(TrainedSettings):
     paper = {"sparsities": (0.5, 0.7, 0.9), "epochs": 3.0}
 
     sparsities: tuple[float, ...] = setting((0.5, 0.8), _check_sparsities)
-    scope: Literal["global", "layer"] = choice("global", "global", "layer")
+    scope: Literal["global", "layer"] = checked_by(
+        "global", "a name", "compression.magnitude_pruning", _check_scope
+    )
     ramp_share: float = number(0.6, 0, 1, open_low=True)
     learning_rate: float = 3e-5
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,18 @@ from loyalkit.study.methods import (
     train,
 )
 from loyalkit.study.methods.kd_logit import PAPER_STUDENT
-from loyalkit.study.schema import number
+from loyalkit.study.schema import checked_by, number
+
+
+def _schedule(kind: str, argument: str, value: Any) -> Any:
+    """A replacement schedule of ``kind`` with ``argument=value``: where its bound is declared."""
+    from loyalkit.compression.module_replacement import (
+        ConstantReplacementSchedule,
+        LinearReplacementSchedule,
+    )
+
+    schedule = ConstantReplacementSchedule if kind == "constant" else LinearReplacementSchedule
+    return schedule(**{argument: value})
 
 
 @register
@@ -35,10 +47,16 @@ class TheseusSettings(StudentSettings):
     order = 80
     paper = {**PAPER_STUDENT, "slope": 0.0006, "intercept": 0.3}  # the paper's reference example
 
-    replacement_rate: float = number(0.5, 0, 1)
-    replacing_share: float = number(0.7, 0, 1)
+    replacement_rate: float = checked_by(
+        0.5, "a number", "ConstantReplacementSchedule", partial(_schedule, "constant", "rate")
+    )
+    replacing_share: float = number(0.7, 0, 1)  # of the steps: the schedule takes a step count
+    # > 0, tighter than LinearReplacementSchedule's >= 0: slope 0 keeps p = intercept for ever,
+    # which the study spells as the constant schedule (slope unset, replacing_share 1).
     slope: float | None = number(None, 0, open_low=True, optional=True)
-    intercept: float = number(0.3, 0, 1)
+    intercept: float = checked_by(
+        0.3, "a number", "LinearReplacementSchedule", partial(_schedule, "linear", "intercept")
+    )
     # Only the successor layers train (embeddings and head frozen): in the quick preset's 120
     # steps, 1e-4 left MiniLM's successor at chance, 5e-4 reached 89% (the paper: 2e-5, 10k+ steps).
     learning_rate: float = 5e-4
