@@ -112,7 +112,14 @@ def number(
     return setting(default, check, optional=optional)
 
 
-def _check_by(path: str, value: Any, kind: str, owner: str, build: Callable[[Any], object]) -> None:
+def _check_by(
+    path: str, value: Any, kind: str, owner: str, build: Callable[[Any], object], default: Any
+) -> None:
+    # Building the config imports torch and transformers (4-5 s): `loyalkit study config` should
+    # not pay that for values nobody changed. The defaults pass compression's checks: a test
+    # builds every method's defaults (test_study_config.py).
+    if type(value) is type(default) and value == default:
+        return
     try:
         build(value)
     except (TypeError, ValueError) as error:
@@ -127,7 +134,7 @@ def checked_by(
     ``methods.kd-logit.alpha: expected a number; DistillationConfig: `alpha` must be in [0, 1.0],
     got 1.5``. ``build`` imports ``owner`` when it runs, not when the method's file is imported
     (the CLI's parser imports the registry, and must not import torch)."""
-    check = partial(_check_by, kind=kind, owner=owner, build=build)
+    check = partial(_check_by, kind=kind, owner=owner, build=build, default=default)
     return setting(default, check, optional=optional)
 
 

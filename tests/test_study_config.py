@@ -257,3 +257,21 @@ def _head_pruning(**arguments: Any) -> Any:
     from loyalkit.callbacks import HeadPruningConfig
 
     return HeadPruningConfig(schedule={0: 0.5}, **arguments)
+
+
+def test_every_methods_defaults_pass_compressions_own_checks():
+    # The study skips building compression's config for a value left at its default (torch's
+    # import cost); this checks those defaults against compression once.
+    from dataclasses import fields
+
+    from loyalkit.study.methods import REGISTRY
+
+    built = 0
+    for method in REGISTRY.values():
+        settings = method()
+        for item in fields(settings):
+            check = item.metadata.get("check")
+            if check is not None and "build" in getattr(check, "keywords", {}):
+                check.keywords["build"](getattr(settings, item.name))
+                built += 1
+    assert built >= 10
