@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -127,3 +128,36 @@ def test_a_new_method_file_runs_and_reaches_the_table(one_shot: ModuleType, tmp_
     assert saved["config"]["methods"] == {
         "one-shot-pruning": {"enabled": True, "sparsity": 0.5, "scope": "global"}
     }
+
+
+def test_a_second_import_of_a_method_file_keeps_the_registered_class(tmp_path: Path) -> None:
+    # pytest's doctest collection imports study/methods/*.py by path, under another module name.
+    from loyalkit.study.methods import kd_logit
+
+    saved = dict(REGISTRY)
+    try:
+        spec = importlib.util.spec_from_file_location("kd_logit_again", kd_logit.__file__)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        assert REGISTRY["kd-logit"] is kd_logit.LogitKDSettings
+        assert module.LogitKDSettings is kd_logit.LogitKDSettings
+    finally:
+        sys.modules.pop("kd_logit_again", None)
+        REGISTRY.clear()
+        REGISTRY.update(saved)
+
+
+def test_a_method_name_taken_by_another_file_is_refused() -> None:
+    @dataclass(frozen=True)
+    class Impostor(MethodSettings):
+        name: ClassVar[str] = "kd-logit"
+
+        def build(self, *args: Any) -> None: ...
+
+        def title(self, variant: Any) -> str:
+            return "impostor"
+
+    with pytest.raises(ValueError, match="method name 'kd-logit' is already registered by"):
+        register(Impostor)

@@ -80,6 +80,17 @@ REGISTRY: dict[str, type[MethodSettings]] = {}
 Settings = TypeVar("Settings", bound=type[MethodSettings])
 
 
+def _defined_in(cls: type) -> tuple[str, str]:
+    """The source file and qualified name of ``cls`` (its identity across imports of one file)."""
+    import inspect
+
+    try:
+        source = str(Path(inspect.getfile(cls)).resolve())
+    except TypeError:
+        source = cls.__module__
+    return source, cls.__qualname__
+
+
 def register(cls: Settings) -> Settings:
     """Add the method ``cls`` (which declares its own ``name``) to :data:`REGISTRY`."""
     name = vars(cls).get("name")
@@ -88,6 +99,17 @@ def register(cls: Settings) -> Settings:
     for hook in ("build", "title"):
         if getattr(cls, hook) is getattr(MethodSettings, hook):
             raise TypeError(f"{cls.__name__} ({name!r}) must define `{hook}`")
+    existing = REGISTRY.get(name)
+    if existing is not None and existing is not cls:
+        if _defined_in(existing) == _defined_in(cls):
+            # The same file imported a second time under another module name (pytest's doctest
+            # collection imports study/methods/*.py by path): keep the class already in use, or
+            # settings built earlier would no longer be instances of the registered class.
+            return existing  # type: ignore[return-value]
+        raise ValueError(
+            f"{cls.__name__}: method name {name!r} is already registered by "
+            f"{existing.__module__}.{existing.__qualname__}"
+        )
     methods: list[type[MethodSettings]] = [m for m in REGISTRY.values() if m.name != name]
     methods = sorted([*methods, cls], key=lambda m: m.order)
     REGISTRY.clear()
