@@ -7,6 +7,7 @@ slowed to 0.3 s per forward pass, so that the signal arrives while a job runs.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,10 @@ def main() -> int:
     worker = AttackWorker()
     worker.start()
     print(f"worker {worker.pid}", flush=True)
-    rows = [(i, ("music ending ugly the film",), 1) for i in range(50)]
+    # Distinct texts: TextAttack caches model outputs per text, so 50 copies of one sentence
+    # finished within moments of the first and a signal sent then could arrive after the end.
+    words = itertools.permutations(["music", "ending", "ugly", "the", "film"])
+    rows = [(i, (" ".join(next(words)),), 1) for i in range(50)]
     config = AttackConfig(recipe="deepwordbug", num_examples=50, resources=offline)
     worker.attack(
         model, tokenizer, rows, config, on_example=lambda done: print("done", done, flush=True)
