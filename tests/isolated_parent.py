@@ -8,6 +8,7 @@ slowed to 0.3 s per forward pass, so that the signal arrives while a job runs.
 from __future__ import annotations
 
 import itertools
+import signal
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ class Slow(nn.Module):
 
 
 def main() -> int:
+    # A terminal's Ctrl-C raises KeyboardInterrupt; a shell starts background jobs with SIGINT
+    # ignored, and Python then installs no handler (a CI runner started that way failed this).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     torch.set_num_threads(1)
     folder, resources = Path(sys.argv[1]), Path(sys.argv[2])
     model = Slow(BertForSequenceClassification.from_pretrained(folder).eval())
