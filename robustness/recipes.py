@@ -490,26 +490,17 @@ def _textfooler_offline(
     return _with_query_budget(attack, options)
 
 
-def _official_embeddings(resources: OfflineResources) -> Path:
-    assert resources.cache_dir is not None
-    return resources.cache_dir / "word_embeddings" / "paragramcf"
-
-
 def _synonym_source(resources: OfflineResources) -> Path:
-    if resources.synonyms is not None:
-        return resources.synonyms
-    official = _official_embeddings(resources)
-    if (official / "paragram.npy").is_file():
-        return official
-    prepared = resources.neighbours_file()
-    if prepared.is_file():
-        return prepared
+    source = resources.synonym_source()
+    if source is not None:
+        return source
     raise MissingResourceError(
         "TextFooler-offline needs a synonym source and none was found: run `loyalkit attack "
         "prepare-data --online` (or offline `--neighbours FILE`) to put the counter-fitted "
-        f"neighbour sets in {prepared}, or pass OfflineResources(synonyms=PATH) with "
-        "counterfitted_neighbors.json (github.com/robinjia/certified-word-sub, data/) or a "
-        f"GloVe/word2vec text file, or put TextAttack's counter-fitted embeddings in {official}"
+        f"neighbour sets in {resources.neighbours_file()}, or pass OfflineResources(synonyms=PATH) "
+        "with counterfitted_neighbors.json (github.com/robinjia/certified-word-sub, data/) or a "
+        "GloVe/word2vec text file, or put TextAttack's counter-fitted embeddings in "
+        f"{resources.official_embeddings()}"
     )
 
 
@@ -529,11 +520,11 @@ def _check_textattack_recipe(
         )
     if (
         recipe in _NEEDS_EMBEDDINGS
-        and not (_official_embeddings(resources) / "paragram.npy").is_file()
+        and not (resources.official_embeddings() / "paragram.npy").is_file()
     ):
         raise MissingResourceError(
             f"TextAttack's {recipe!r} needs its counter-fitted embeddings in "
-            f"{_official_embeddings(resources)} (TextAttack downloads them from its S3 bucket on "
+            f"{resources.official_embeddings()} (TextAttack downloads them from its S3 bucket on "
             "first use online, into TA_CACHE_DIR=OfflineResources.cache_dir); offline, use "
             "'textfooler-offline' with the counter-fitted neighbour sets"
         )

@@ -90,9 +90,7 @@ def _missing_synonyms(resources: OfflineResources) -> list[str]:
         if Path(resources.synonyms).exists():
             return []
         return [f"a synonym source (`synonyms`={str(resources.synonyms)!r} does not exist)"]
-    assert resources.cache_dir is not None
-    official = resources.cache_dir / "word_embeddings" / "paragramcf" / "paragram.npy"
-    if official.is_file() or resources.neighbours_file().is_file():
+    if resources.synonym_source() is not None:
         return []
     return [
         f"a synonym source (the counter-fitted neighbour sets at {resources.neighbours_file()}, "

@@ -114,6 +114,24 @@ class OfflineResources:
         assert cache_dir is not None
         return cache_dir / NEIGHBOURS_FILE
 
+    def official_embeddings(self) -> Path:
+        """Where TextAttack keeps its counter-fitted embeddings (``paragramcf``, in ``cache_dir``)."""
+        cache_dir = self.resolved().cache_dir
+        assert cache_dir is not None
+        return cache_dir / "word_embeddings" / "paragramcf"
+
+    def synonym_source(self) -> Path | None:
+        """TextFooler-offline's synonym source: ``synonyms`` when given (as given), else
+        TextAttack's official embeddings when present, else the neighbour sets ``prepare-data``
+        wrote when present; ``None`` when there is none."""
+        if self.synonyms is not None:
+            return Path(self.synonyms)
+        if (self.official_embeddings() / "paragram.npy").is_file():
+            return self.official_embeddings()
+        if self.neighbours_file().is_file():
+            return self.neighbours_file()
+        return None
+
     def resolved(self) -> OfflineResources:
         """A copy with the default folders filled in where this one has ``None``."""
         default = OfflineResources.default()
