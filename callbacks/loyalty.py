@@ -59,7 +59,7 @@ from transformers import (
 
 from loyalkit.callbacks.conflicts import Change, conflict
 from loyalkit.compression.distillation import check_same_vocabulary, teacher_inputs
-from loyalkit.logits import model_logits
+from loyalkit.logits import model_device, model_logits
 from loyalkit.metrics import loyalty
 
 __all__ = ["LOYALTY_METRICS", "LoyaltyCallback"]
@@ -287,7 +287,7 @@ class LoyaltyCallback(TrainerCallback):
         trainer = self._trainer
         if not isinstance(trainer.model, nn.Module):
             raise ValueError("the Trainer has no model to evaluate")
-        device = next(trainer.model.parameters()).device
+        device = model_device(trainer.model)
         teacher = self.teacher.to(device).eval()
         label_names = set(trainer.label_names or ["labels"])
         gather = trainer.accelerator.gather_for_metrics

@@ -2,7 +2,7 @@
 
 Each method lives in its own module (``magnitude_pruning``, ``sparsity_schedules``, ``head_pruning``,
 ``head_pruning_schedule``, ``head_importance``, ``distillation``, ``module_replacement``,
-``quantization``; ``architectures`` finds each family's transformer layers; ``schedules`` is the
+``quantization``, ``openvino_int8``; ``architectures`` finds each family's transformer layers; ``schedules`` is the
 step -> value protocol every schedule follows); the names below are
 re-exported lazily, so ``import loyalkit.compression`` costs nothing until a name is used (torchao,
 for one, is slow to import).
@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "Distiller": "loyalkit.compression.distillation",
     "HeadMap": "loyalkit.compression.head_pruning",
     "HeadPruningSchedule": "loyalkit.compression.head_pruning_schedule",
+    "Int8Export": "loyalkit.compression.openvino_int8",
     "Int8Quantization": "loyalkit.compression.quantization",
     "LinearReplacementSchedule": "loyalkit.compression.module_replacement",
     "LinearSchedule": "loyalkit.compression.sparsity_schedules",
@@ -35,12 +36,14 @@ _EXPORTS: dict[str, str] = {
     "SparsitySchedule": "loyalkit.compression.sparsity_schedules",
     "TeacherLogitCache": "loyalkit.compression.distillation",
     "LayerStack": "loyalkit.compression.architectures",
+    "OpenVINOInt8Classifier": "loyalkit.compression.openvino_int8",
     "attention_blocks": "loyalkit.compression.head_pruning",
     "block_weight_modules": "loyalkit.compression.architectures",
     "block_weight_share": "loyalkit.compression.quantization",
     "check_layer_map": "loyalkit.compression.distillation",
     "check_same_vocabulary": "loyalkit.compression.distillation",
     "convert_qat": "loyalkit.compression.quantization",
+    "export_int8": "loyalkit.compression.openvino_int8",
     "distillation_loss": "loyalkit.compression.distillation",
     "export_successor": "loyalkit.compression.module_replacement",
     "find_module_replacement": "loyalkit.compression.module_replacement",
@@ -49,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "head_weights": "loyalkit.compression.head_pruning",
     "hidden_state_loss": "loyalkit.compression.distillation",
     "is_fake_quantized": "loyalkit.compression.quantization",
+    "is_openvino_int8": "loyalkit.compression.openvino_int8",
     "layer_stack": "loyalkit.compression.architectures",
     "load_head_pruned": "loyalkit.compression.head_pruning",
     "logit_kd_loss": "loyalkit.compression.distillation",
@@ -67,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "select_heads_to_prune": "loyalkit.compression.head_pruning",
     "sparsity": "loyalkit.compression.magnitude_pruning",
     "sparsity_per_tensor": "loyalkit.compression.magnitude_pruning",
+    "strip_fake_quantization": "loyalkit.compression.quantization",
     "supports_safetensors": "loyalkit.compression.quantization",
     "teacher_inputs": "loyalkit.compression.distillation",
     "zero_head_outputs": "loyalkit.compression.head_pruning",
@@ -93,6 +98,8 @@ __all__ = [
     "SparsitySchedule",
     "TeacherLogitCache",
     "LayerStack",
+    "Int8Export",
+    "OpenVINOInt8Classifier",
     "attention_blocks",
     "block_weight_modules",
     "block_weight_share",
@@ -100,6 +107,7 @@ __all__ = [
     "check_same_vocabulary",
     "convert_qat",
     "distillation_loss",
+    "export_int8",
     "export_successor",
     "find_module_replacement",
     "gradient_head_importance",
@@ -107,6 +115,7 @@ __all__ = [
     "head_weights",
     "hidden_state_loss",
     "is_fake_quantized",
+    "is_openvino_int8",
     "layer_stack",
     "load_head_pruned",
     "logit_kd_loss",
@@ -125,6 +134,7 @@ __all__ = [
     "select_heads_to_prune",
     "sparsity",
     "sparsity_per_tensor",
+    "strip_fake_quantization",
     "supports_safetensors",
     "teacher_inputs",
     "zero_head_outputs",
@@ -182,6 +192,12 @@ if TYPE_CHECKING:
         prepare_module_replacement,
         replacement_schedule_from_dict,
     )
+    from loyalkit.compression.openvino_int8 import (
+        Int8Export,
+        OpenVINOInt8Classifier,
+        export_int8,
+        is_openvino_int8,
+    )
     from loyalkit.compression.quantization import (
         Int8Quantization,
         block_weight_share,
@@ -190,6 +206,7 @@ if TYPE_CHECKING:
         prepare_qat,
         quantize_dynamic_int8,
         save_quantized,
+        strip_fake_quantization,
         supports_safetensors,
     )
     from loyalkit.compression.schedules import Schedule

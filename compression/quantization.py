@@ -65,6 +65,7 @@ __all__ = [
     "prepare_qat",
     "quantize_dynamic_int8",
     "save_quantized",
+    "strip_fake_quantization",
     "supports_safetensors",
 ]
 
@@ -451,6 +452,32 @@ def convert_qat(model: nn.Module) -> Int8Quantization:
     )
     _attach_torchao_config(model, config)
     return Int8Quantization("torchao", count, None, _check_share(model, "convert_qat"))
+
+
+def strip_fake_quantization(model: nn.Module) -> int:
+    """Turn :func:`prepare_qat`'s fake-quantized layers back into float ``nn.Linear``; return the count.
+
+    The trained weights stay as they are: what :func:`~loyalkit.compression.export_int8` then
+    quantizes for deployment (int8 per-channel symmetric weights, as the fake quantization trained).
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> _ = prepare_qat(model)
+        >>> strip_fake_quantization(model), is_fake_quantized(model)
+        (2, False)
+    """
+    from torchao.quantization.qat import FakeQuantizedLinear
+
+    count = 0
+    for parent in list(_check_model(model).modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FakeQuantizedLinear):
+                setattr(parent, name, child.to_linear())
+                count += 1
+    if count == 0:
+        raise ValueError("`model` has no fake-quantized layers: call prepare_qat(model) first")
+    return count
 
 
 def _check_saveable(model: nn.Module) -> Any:

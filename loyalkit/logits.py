@@ -18,13 +18,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["eval_mode", "model_logits"]
+__all__ = ["eval_mode", "model_device", "model_logits"]
 
 
 @contextlib.contextmanager
@@ -39,6 +40,14 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter, else of its first buffer, else the CPU (a model
+    run by another runtime, such as an OpenVINO int8 classifier, holds no parameters)."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def model_logits(
     model: nn.Module,
     batches: Iterable[Mapping[str, Any]],
@@ -51,7 +60,7 @@ def model_logits(
     ``each`` maps every batch's logits first (for instance accelerate's ``gather_for_metrics``).
     An empty ``batches`` gives an empty tensor.
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
     outputs = []
     with eval_mode(model):
         for batch in batches:

@@ -49,15 +49,29 @@ logger = logging.getLogger(__name__)
 
 #: The files of a saved model that count as its size on disk (weights and config; the tokenizer
 #: files saved beside them are the same for every model and are not counted).
-MODEL_FILE_PATTERNS: tuple[str, ...] = ("*.safetensors", "*.bin", "*.index.json", "config.json")
+MODEL_FILE_PATTERNS: tuple[str, ...] = (
+    "*.safetensors",
+    "*.bin",
+    "*.index.json",
+    "config.json",
+    "openvino_model.xml",
+)
 
 
 def load_student(model_dir: str | Path) -> Any:
-    """Load a model the study saved, on CPU in eval mode: float, torchao int8 or head-pruned."""
+    """Load a model the study saved, on CPU in eval mode: float, int8 (OpenVINO, or torchao from
+    earlier versions) or head-pruned."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from loyalkit.compression import load_head_pruned, pruned_heads_from_config
+    from loyalkit.compression import (
+        OpenVINOInt8Classifier,
+        is_openvino_int8,
+        load_head_pruned,
+        pruned_heads_from_config,
+    )
 
+    if is_openvino_int8(model_dir):
+        return OpenVINOInt8Classifier.from_pretrained(model_dir).eval()
     config = AutoConfig.from_pretrained(model_dir)
     if pruned_heads_from_config(config):
         model = load_head_pruned(model_dir)
@@ -68,6 +82,9 @@ def load_student(model_dir: str | Path) -> Any:
 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameter elements (an int8 weight counts its logical elements, like a float)."""
+    logical = getattr(model, "num_parameters", None)
+    if isinstance(logical, int):  # an OpenVINO model: the count its float model had
+        return logical
     return int(sum(p.numel() for p in model.parameters()))
 
 

@@ -121,7 +121,7 @@ def is_int8(run: RunRecord | Mapping[str, Any], model_dir: str | Path | None = N
     (without the folder) an int8 method name."""
     if model_dir is not None and (Path(model_dir) / "config.json").is_file():
         config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-        return "quantization_config" in config
+        return "quantization_config" in config or "loyalkit_int8" in config
     # Only the name is read: a bare {"method": ...} will do.
     method = run.method if isinstance(run, RunRecord) else run.get("method", "")
     return "int8" in str(method).lower()
@@ -371,22 +371,29 @@ def _body(
         ]
     lines += ["", "## How to load it", ""]
     repo = repo_id or name
-    lines += [
-        "```python",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-        "",
-        f'model = AutoModelForSequenceClassification.from_pretrained("{repo}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-        "```",
-    ]
     if int8:
         lines += [
+            "```python",
+            "from transformers import AutoTokenizer",
             "",
-            "The weights are int8, quantized with torchao and saved by "
-            "`loyalkit.compression.save_quantized`: install `torchao` and the plain "
-            "`from_pretrained` above reloads the quantized model (its config carries the "
-            "`TorchAoConfig`). On transformers 4.57 the weights are a `pytorch_model.bin`; "
-            "on 5.x, safetensors.",
+            "from loyalkit.compression import OpenVINOInt8Classifier",
+            "",
+            f'model = OpenVINOInt8Classifier.from_pretrained("{repo}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+            "```",
+            "",
+            "The model is int8 OpenVINO IR (`openvino_model.xml`/`.bin`), quantized with NNCF "
+            "by `loyalkit.compression.export_int8`; `pip install loyalkit[int8]` brings OpenVINO "
+            "and NNCF. It runs on CPU and works in `Trainer.predict`/`evaluate`.",
+        ]
+    else:
+        lines += [
+            "```python",
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+            "",
+            f'model = AutoModelForSequenceClassification.from_pretrained("{repo}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+            "```",
         ]
     lines += ["", "## Citation", "", "```bibtex", XU_2021_CITATION.strip(), "```", ""]
     return "\n".join(lines)

@@ -36,11 +36,17 @@ def saved_model_logits(
     model_dir: Path, texts: list[str], pairs: list[str] | None = None
 ) -> torch.Tensor:
     """Logits of the model saved in ``model_dir``, reloaded with the tokenizer saved beside it, on
-    ``texts`` (first segments, with ``pairs`` as second ones), padded together at 32 tokens."""
+    ``texts`` (first segments, with ``pairs`` as second ones), padded together at 32 tokens; an
+    int8 folder through its documented loader (``OpenVINOInt8Classifier.from_pretrained``)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from loyalkit.compression import OpenVINOInt8Classifier, is_openvino_int8
+
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    if is_openvino_int8(model_dir):
+        model = OpenVINOInt8Classifier.from_pretrained(model_dir).eval()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     segments = (texts,) if pairs is None else (texts, pairs)
     batch = tokenizer(*segments, padding=True, truncation=True, max_length=32, return_tensors="pt")
     with torch.no_grad():

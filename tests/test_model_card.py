@@ -136,8 +136,8 @@ def test_card_body_numbers_loading_and_citation():
         "| Size on disk (MB) | 23.1 | 86.7 | — |",
     ]:
         assert row in text.splitlines(), row
-    assert 'AutoModelForSequenceClassification.from_pretrained("someone/sst2-q8")' in text
-    assert "The weights are int8" in text
+    assert 'OpenVINOInt8Classifier.from_pretrained("someone/sst2-q8")' in text
+    assert "The model is int8 OpenVINO IR" in text
     assert XU_2021_CITATION.strip() in text
     assert "Attack: `textfooler-offline` on 10 validation examples" in text
 
@@ -155,7 +155,8 @@ def test_card_of_a_local_teacher_and_local_files_has_no_base_model_or_datasets(t
         "accuracy", "label_loyalty", "probability_loyalty", "flips", "speedup"
     ]  # fmt: skip
     assert [m["value"] for m in result["metrics"]] == [0.78, 0.85, 0.90, 0.10, 1.9]
-    assert "The weights are int8" not in str(card)
+    assert "The model is int8" not in str(card)
+    assert 'AutoModelForSequenceClassification.from_pretrained("' in str(card)
     assert "| Metric | This model | Teacher | KD, 2 seeds |" in str(card)
     hub = build_model_card(
         study_results(teacher_model="textattack/bert-base-uncased-SST-2"), "kd", 1

@@ -52,6 +52,8 @@ from loyalkit.callbacks import (
 from loyalkit.compression import (
     CubicSchedule,
     LinearReplacementSchedule,
+    OpenVINOInt8Classifier,
+    export_int8,
     magnitude_prune,
     prepare_module_replacement,
     prunable_weights,
@@ -446,6 +448,32 @@ def test_magnitude_pruning_half(teacher, teacher_run, data, report, tmp_path) ->
     }
     assert result["accuracy"] > 0.75
     assert result["label_loyalty"] > 0.8
+
+
+def test_int8_for_deployment_openvino(teacher, teacher_run, data, report, tmp_path) -> None:
+    """export_int8 (OpenVINO + NNCF) on 256 training sentences; reloaded, run by a Trainer."""
+    clock = Stopwatch()
+    collate = DataCollatorWithPadding(data["tokenizer"])
+    columns = ["input_ids", "token_type_ids", "attention_mask"]
+    train = data["train"]
+    calibration = [
+        collate([{k: train[i][k] for k in columns} for i in range(start, start + 32)])
+        for start in range(0, 256, 32)
+    ]
+    export = export_int8(teacher, tmp_path / "int8", calibration)
+    assert export.quantized_matmuls == 6 * 6 + 2 and export.float_matmuls == 0
+    model = OpenVINOInt8Classifier.from_pretrained(tmp_path / "int8")
+    logits = dev_logits(model, data)
+    assert not np.allclose(logits, teacher_run["logits"])  # quantization really changed the model
+    trainer = make_trainer(data, model, tmp_path / "trainer", 1, learning_rate=0.0)
+    predicted = trainer.predict(data["dev"])
+    # The Trainer pads its own batches: other shapes, the same model within rounding.
+    np.testing.assert_allclose(predicted.predictions, logits, atol=0.05)
+
+    result = judge(logits, teacher_run["logits"], data["gold"])
+    report["int8 for deployment (OpenVINO + NNCF)"] = {**result, **clock.elapsed()}
+    assert result["label_loyalty"] > 0.95
+    assert result["accuracy"] > teacher_run["accuracy"] - 0.03
 
 
 @pytest.mark.parametrize("backend", ["torchao", "torch.ao"])

@@ -17,7 +17,7 @@ from scipy.special import softmax
 from scipy.stats import entropy
 from sklearn.metrics import accuracy_score
 from study_helpers import LABEL_NAMES, CountingMethods, read_split, saved_model_logits, tiny_study
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from loyalkit.study import methods as study_methods
 from loyalkit.study.config import StudyConfig
@@ -58,6 +58,7 @@ def bert_parameters(config: Any) -> int:
 
 def model_bytes(model_dir: Path) -> int:
     names = [n for n in os.listdir(model_dir) if n.endswith((".safetensors", ".bin"))]
+    names += [n for n in os.listdir(model_dir) if n == "openvino_model.xml"]
     return sum(os.stat(model_dir / n).st_size for n in [*names, "config.json"])
 
 
@@ -121,17 +122,21 @@ def test_size_parameters_layers_and_speedup(study: tuple[dict[str, Any], Path]) 
     assert teacher["size_on_disk_mb"] == pytest.approx(model_bytes(teacher_dir) / 2**20)
     for run in results["runs"]:
         model_dir = root / "study" / run["model_dir"]
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-        assert run["layers"] == model.config.num_hidden_layers
-        assert run["parameters"] == bert_parameters(model.config)
+        config = AutoConfig.from_pretrained(model_dir)
+        assert run["layers"] == config.num_hidden_layers
+        assert run["parameters"] == bert_parameters(config)
         assert run["size_on_disk_mb"] == pytest.approx(model_bytes(model_dir) / 2**20)
         assert run["speedup"] == pytest.approx(teacher["latency_ms"] / run["latency_ms"])
         assert run["train_seconds"] > 0
     ptq, kd = results["runs"][0], results["runs"][2]
     assert kd["layers"] == 1 and ptq["layers"] == 2
-    # int8 weights: a quarter of the float bytes for the Linear layers
-    assert ptq["size_on_disk_mb"] < 0.8 * teacher["size_on_disk_mb"]
-    assert getattr(AutoModelForSequenceClassification.from_pretrained(root / "study" / ptq["model_dir"]), "hf_quantizer", None) is not None  # fmt: skip
+    # int8 weights: about a quarter of the float bytes (the IR's XML, a fixed ~100 KB of graph,
+    # outweighs them in a model this small)
+    weights = (root / "study" / ptq["model_dir"] / "openvino_model.bin").stat().st_size
+    assert weights < 0.4 * (teacher_dir / "model.safetensors").stat().st_size
+    # The int8 run is OpenVINO IR whose matrix weights are stored as int8 constants.
+    ir = (root / "study" / ptq["model_dir"] / "openvino_model.xml").read_text(encoding="utf-8")
+    assert ir.count('element_type="i8"') >= 2 * 6  # 2 layers x (Q, K, V, O, FFN in, FFN out)
 
 
 def test_rerun_skips_finished_runs_and_redoes_interrupted_ones(

@@ -139,6 +139,32 @@ def save(context: MethodContext, model: Any, model_dir: Path) -> None:
     context.tokenizer.save_pretrained(model_dir)
 
 
+def calibration_batches(context: MethodContext, rows: int) -> list[dict[str, Any]]:
+    """The first ``rows`` training examples as padded batches of 32, without labels."""
+    count = min(rows, len(context.train))
+    examples = [context.train[i] for i in range(count)]
+    batches = []
+    for start in range(0, count, 32):
+        batch = context.collator(examples[start : start + 32])
+        batches.append({k: v for k, v in batch.items() if k != "labels"})
+    return batches
+
+
+def save_int8(context: MethodContext, model: Any, model_dir: Path, rows: int) -> None:
+    """Write the float ``model`` as loyalkit's int8 for CPU deployment (OpenVINO + NNCF,
+    :func:`~loyalkit.compression.export_int8`, calibrated on ``rows`` training examples) with
+    the tokenizer; a float model saved there before (a Theseus export) is removed."""
+    from loyalkit.compression import export_int8
+
+    if not context.is_main_process:
+        return
+    model_dir.mkdir(parents=True, exist_ok=True)
+    export_int8(model.eval(), model_dir, calibration_batches(context, rows))
+    for stale in model_dir.glob("*.safetensors"):
+        stale.unlink()
+    context.tokenizer.save_pretrained(model_dir)
+
+
 def teacher_copy(context: MethodContext) -> PreTrainedModel:
     """A trainable copy of the teacher."""
     model = copy.deepcopy(context.teacher)
