@@ -3,7 +3,8 @@
 ``config`` (what to run: task, teacher, methods, attack, seeds; presets ``quick`` and ``paper``),
 ``task_data`` (the task's data), ``methods`` (one file per compression method: its settings and
 how it builds the student, on ``loyalkit.compression`` and ``loyalkit.callbacks`` in a plain
-``Trainer``), ``measure`` (size, latency, accuracy, loyalty), ``runner`` (the resumable run),
+``Trainer``), ``measure`` (size, latency, accuracy, loyalty), ``timing`` (each run timed once
+with the teacher, and the load it saw), ``runner`` (the resumable run),
 ``records`` (the typed ``results.json``), ``report``/``plots`` (the table and figures),
 ``model_card``/``hub_push`` (publishing a compressed model). The command line is
 ``loyalkit study`` (``loyalkit.cli.study``). Names below are re-exported lazily.

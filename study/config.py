@@ -148,7 +148,8 @@ class AttackSettings:
 class MeasureSettings:
     """How models are measured: CPU latency of one batch of ``latency_batch_size`` validation
     examples with ``latency_threads`` torch threads, after ``latency_warmup`` runs, median of
-    ``latency_repeats`` (every model timed round-robin in the same process at the end)."""
+    ``latency_repeats``. Each finished run is timed once, round-robin with the teacher in one
+    session (``loyalkit.study.timing``); ``loyalkit study run --retime`` times them again."""
 
     latency_batch_size: int = integer(32, 1)
     latency_repeats: int = integer(7, 1)

@@ -285,7 +285,13 @@ def _body(
     repo_id: str | None,
     int8: bool,
 ) -> str:
-    from loyalkit.study.report import summarize
+    from loyalkit.study.report import (
+        DENSE_SPARSITY_METHODS,
+        DENSE_SPARSITY_NOTE,
+        UNDER_LOAD_MARK,
+        summarize,
+    )
+    from loyalkit.study.timing import describe_load, under_load
 
     task = results.task or {}
     teacher = results.teacher or _NO_TEACHER
@@ -327,7 +333,7 @@ def _body(
         "Label loyalty: share of the teacher's predicted labels this model reproduces. "
         "Probability loyalty: mean of 1 - sqrt(JSD(teacher || model)). Flips: share of answers "
         "that change between correct and incorrect. Speed-up: teacher latency / model latency on "
-        "CPU, measured in the same run. The model-index metadata stores fractions in [0, 1]."
+        "CPU, both timed in the same session. The model-index metadata stores fractions in [0, 1]."
     )
     lines += [""]
     header = ["Metric", "This model", "Teacher"] + (
@@ -346,6 +352,10 @@ def _body(
             return ["—"]
         return [f"{scale * value['mean']:.{digits}f} ± {scale * value['std']:.{digits}f}{suffix}"]
 
+    loaded = f" {UNDER_LOAD_MARK}" if run.speedup is not None and under_load(run.timing) else ""
+    seeds_speedup = stat("speedup", 1, 2, "x")
+    if seeds_speedup and seeds_speedup[0] != "—" and entry["speedup_under_load"]:
+        seeds_speedup[0] += f" {UNDER_LOAD_MARK}"  # a seed of the method was timed under load
     rows = [
         ("Accuracy (%)", _percent(run.accuracy), _percent(teacher.accuracy), stat("accuracy", 100, 1)),
         ("Label loyalty (%)", _percent(run.label_loyalty), "100.0", stat("label_loyalty", 100, 1)),
@@ -354,7 +364,7 @@ def _body(
         ("After-attack accuracy (%)", _percent(attack.get("after_attack_accuracy")), _percent(teacher_attack.get("after_attack_accuracy")), stat("after_attack_accuracy", 100, 1)),
         ("Attack success rate (%)", _percent(attack.get("attack_success_rate")), _percent(teacher_attack.get("attack_success_rate")), stat("attack_success_rate", 100, 1)),
         ("Mean queries", _number(attack.get("mean_queries")), _number(teacher_attack.get("mean_queries")), stat("mean_queries", 1, 1)),
-        ("CPU speed-up", _number(run.speedup, 2, "x"), "1.00x", stat("speedup", 1, 2, "x")),
+        ("CPU speed-up", _number(run.speedup, 2, "x") + loaded, "1.00x", seeds_speedup),
         ("Layers", _number(run.layers, 0), _number(teacher.layers, 0), []),
         ("Parameters (M)", _number(_millions(run.parameters)), _number(_millions(teacher.parameters)), []),
         ("Size on disk (MB)", _number(run.size_on_disk_mb), _number(teacher.size_on_disk_mb), []),
@@ -362,6 +372,24 @@ def _body(
     for label, mine, teachers, seeds in rows:
         extra = seeds if several and seeds else (["—"] if several else [])
         lines.append("| " + " | ".join([label, mine, teachers, *extra]) + " |")
+    if loaded:
+        lines += [
+            "",
+            f"{UNDER_LOAD_MARK} This model's speed-up was timed under load "
+            f"({describe_load(run.timing)}): other processes competed for the cores, so the "
+            "figure may be off either way.",
+        ]
+    elif seeds_speedup and seeds_speedup[0].endswith(UNDER_LOAD_MARK):
+        lines += [
+            "",
+            f"{UNDER_LOAD_MARK} Seeds of {title} timed under load: "
+            f"{entry['speedup_under_load']} of {entry['seeds']} (the study's results.md gives "
+            "the load of each).",
+        ]
+    elif run.speedup is not None and run.timing is None:
+        lines += ["", "The speed-up was timed without a record of the machine's load."]
+    if run.method.startswith(DENSE_SPARSITY_METHODS):
+        lines += ["", DENSE_SPARSITY_NOTE.format(methods=title)]
     recipe = attack_config.get("recipe")
     if attack or teacher_attack:
         lines += [

@@ -96,7 +96,9 @@ def plot_accuracy_vs_loyalty(
 def plot_speedup_vs_loyalty(
     summary: Sequence[Mapping[str, Any]], teacher: Mapping[str, Any] | None, path: Path
 ) -> Plot:
-    """CPU speed-up over the teacher (y) against label loyalty (x), one marker per method."""
+    """CPU speed-up over the teacher (y) against label loyalty (x), one marker per method; a
+    method with a seed timed under load (``speedup_under_load`` in its summary entry) is labelled
+    ``(timed under load)``."""
     title = "Speed-up against label loyalty"
     return _scatter(
         summary,
@@ -105,6 +107,7 @@ def plot_speedup_vs_loyalty(
         title,
         ("label_loyalty", "Label loyalty (%)", 100.0),
         ("speedup", "CPU speed-up over the teacher (x)", 1.0),
+        flag=("speedup_under_load", " (timed under load)"),
     )
 
 
@@ -149,21 +152,30 @@ def _scatter(
     title: str,
     x_axis: tuple[str, str, float],
     y_axis: tuple[str, str, float],
+    flag: tuple[str, str] | None = None,
 ) -> Plot:
+    """``flag`` is ``(summary key, label suffix)``: methods whose entry has a true value there get
+    the suffix in the legend."""
     (x_key, x_label, x_scale), (y_key, y_label, y_scale) = x_axis, y_axis
     xs = dict(_series(summary, teacher, x_key))
     ys = dict(_series(summary, teacher, y_key))
+    flagged = {
+        str(entry.get("title") or entry["method"])
+        for entry in summary
+        if flag is not None and entry.get(flag[0])
+    }
     fig, ax = _figure()
     points = []
-    for index, label in enumerate(label for label in xs if label in ys):
-        x, y = xs[label], ys[label]
+    for index, name in enumerate(label for label in xs if label in ys):
+        x, y = xs[name], ys[name]
+        label = name + flag[1] if flag is not None and name in flagged else name
         container = ax.errorbar(
             x_scale * x["mean"],
             y_scale * y["mean"],
             xerr=x_scale * x["std"] or None,
             yerr=y_scale * y["std"] or None,
-            fmt="*" if label == "Teacher" else "o",
-            markersize=12 if label == "Teacher" else 7,
+            fmt="*" if name == "Teacher" else "o",
+            markersize=12 if name == "Teacher" else 7,
             capsize=3,
             color=f"C{index % 10}",
             label=label,

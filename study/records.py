@@ -2,9 +2,11 @@
 
 ``results.json`` is :meth:`StudyResults.to_dict`; :func:`read_results` reads it back as records,
 strictly (an unknown key, or a missing one that identifies the record, is an error naming it;
-other missing values read as None). Version 1 files (written before the
-``schema_version`` key existed, with the same fields) are read as version 2, so the studies kept in
-``benchmarks/`` stay readable. Fractions are in [0, 1]; None marks what was not measured.
+other missing values read as None). Older files are migrated on reading: version 1 (written before
+the ``schema_version`` key existed) and version 2 have the same fields as version 3 but for
+``timing``, which reads as None (the timing conditions were not recorded: their speed-ups carry no
+load average). So the studies kept in ``benchmarks/`` stay readable. Fractions are in [0, 1]; None
+marks what was not measured.
 
 Example:
     >>> run = RunRecord(method="int8-ptq", title="Q8-PTQ", seed=0)
@@ -25,20 +27,26 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 __all__ = [
+    "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "RunRecord",
     "StudyResults",
     "TeacherRecord",
+    "TimingRecord",
     "as_results",
     "as_runs",
     "read_results",
 ]
 
-#: Version of ``results.json``. 2 adds the ``schema_version`` key; version 1 had no such key.
-SCHEMA_VERSION = 2
+#: Version of ``results.json``. 2 adds the ``schema_version`` key (version 1 had no such key); 3 adds
+#: ``timing`` to the teacher and every run (issue 14: latency measured once, with its load).
+SCHEMA_VERSION = 3
+
+#: The versions :meth:`StudyResults.from_dict` reads; older ones differ only by missing keys.
+READABLE_VERSIONS = (1, 2, SCHEMA_VERSION)
 
 Record = TypeVar("Record", bound="_Record")
 
@@ -55,7 +63,10 @@ def _check_keys(path: str, data: Mapping[str, Any], declared: tuple[Field[Any], 
 
 
 class _Record:
-    """``from_dict`` / ``to_dict`` for a flat dataclass of JSON values."""
+    """``from_dict`` / ``to_dict`` for a dataclass of JSON values; the fields named in ``_nested``
+    hold another record (or None)."""
+
+    _nested: ClassVar[dict[str, type[_Record]]] = {}
 
     @classmethod
     def from_dict(cls: type[Record], data: Any, path: str = "") -> Record:
@@ -63,10 +74,38 @@ class _Record:
         if not isinstance(data, Mapping):
             raise ValueError(f"{path}: expected a mapping, got {type(data).__name__}")
         _check_keys(path, data, fields(cls))  # type: ignore[arg-type]
+        data = dict(data)
+        for name, record in cls._nested.items():
+            if data.get(name) is not None and not isinstance(data[name], record):
+                data[name] = record.from_dict(data[name], f"{path}.{name}")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(kw_only=True)
+class TimingRecord(_Record):
+    """One timing session as a run (or the teacher) was timed in it (``loyalkit.study.timing``).
+
+    ``teacher_latency_ms`` is the teacher's latency in the same session: the run's speed-up is
+    that over the run's ``latency_ms``. ``load_before`` / ``load_after`` are the 1-minute load
+    averages read just before and after the session (None where the platform has none),
+    ``cpu_count`` the machine's CPUs, ``models`` how many models were timed round-robin
+    (the teacher included); ``threads``, ``warmup``, ``repeats`` and ``batch_size`` are the
+    timing settings; ``timed_at`` is an ISO-8601 UTC time.
+    """
+
+    timed_at: str | None = None
+    teacher_latency_ms: float | None = None
+    models: int | None = None
+    threads: int | None = None
+    warmup: int | None = None
+    repeats: int | None = None
+    batch_size: int | None = None
+    load_before: float | None = None
+    load_after: float | None = None
+    cpu_count: int | None = None
 
 
 @dataclass(kw_only=True)
@@ -84,6 +123,7 @@ class RunRecord(_Record):
     size_on_disk_mb: float | None = None
     latency_ms: float | None = None
     speedup: float | None = None
+    timing: TimingRecord | None = None  # None: not timed yet, or timed before schema 3
     train_seconds: float | None = None
     accuracy: float | None = None
     label_loyalty: float | None = None
@@ -92,6 +132,8 @@ class RunRecord(_Record):
     kl_divergence: float | None = None
     attack: dict[str, Any] | None = None
     adversarial_loyalty: dict[str, Any] | None = None
+
+    _nested: ClassVar[dict[str, type[_Record]]] = {"timing": TimingRecord}
 
 
 @dataclass(kw_only=True)
@@ -106,8 +148,11 @@ class TeacherRecord(_Record):
     parameters: int | None = None
     size_on_disk_mb: float | None = None
     latency_ms: float | None = None
+    timing: TimingRecord | None = None  # the latest session the teacher was timed in
     accuracy: float | None = None
     attack: dict[str, Any] | None = None
+
+    _nested: ClassVar[dict[str, type[_Record]]] = {"timing": TimingRecord}
 
 
 @dataclass(kw_only=True)
@@ -132,12 +177,13 @@ class StudyResults:
             raise ValueError(f"results: expected a mapping, got {type(data).__name__}")
         data = dict(data)
         version = data.setdefault("schema_version", 1)
-        if version not in (1, SCHEMA_VERSION):
+        if version not in READABLE_VERSIONS:
             raise ValueError(
-                f"results: schema_version {version!r} is newer than this loyalkit reads "
-                f"({SCHEMA_VERSION}); upgrade loyalkit"
+                f"results: schema_version {version!r} is not one this loyalkit reads "
+                f"({', '.join(map(str, READABLE_VERSIONS))}); a newer one needs a newer loyalkit"
             )
-        data["schema_version"] = SCHEMA_VERSION  # version 1 differs only by the missing key
+        # Versions 1 and 2 differ only by missing keys (schema_version; timing, read as None).
+        data["schema_version"] = SCHEMA_VERSION
         _check_keys("results", data, fields(cls))
         if not isinstance(data.get("runs"), list):
             raise ValueError(f"results.runs: expected a list, got {data.get('runs')!r}")

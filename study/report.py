@@ -4,7 +4,10 @@ Xu et al. (2021), and the plots.
 ``results`` is a :class:`~loyalkit.study.records.StudyResults` (teacher, runs, task, config), or
 the parsed ``results.json``, read through it (runs: ``RunRecord`` or their dicts). Fractions are
 stored in [0, 1]; the table shows them as percentages with one decimal, ``± std`` (sample std,
-ddof=1) when a method ran with several seeds, and ``—`` where a value is missing.
+ddof=1) when a method ran with several seeds, and ``—`` where a value is missing. A speed-up timed
+under load (``loyalkit.study.timing.under_load``: a 1-minute load average above one per CPU before
+or after its timing) is marked :data:`UNDER_LOAD_MARK`, and a footnote gives the load of each such
+run. Magnitude-pruned runs get a note that their zeros are stored dense and computed.
 
 Example:
     >>> runs = [{"method": "kd", "title": "KD", "seed": s, "status": "done", "accuracy": a}
@@ -20,17 +23,22 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from loyalkit.study.records import RunRecord, StudyResults, TeacherRecord, as_results, as_runs
+from loyalkit.study.timing import LOAD_PER_CPU_LIMIT, describe_load, under_load
 
 __all__ = [
+    "DENSE_SPARSITY_METHODS",
+    "DENSE_SPARSITY_NOTE",
     "RUN_METRICS",
     "TABLE_COLUMNS",
+    "UNDER_LOAD_MARK",
     "failed_runs",
     "format_cell",
+    "report_notes",
     "results_markdown",
     "summarize",
     "table_rows",
@@ -70,6 +78,25 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
 MISSING = "—"
 _ERROR_CHARS = 160
 
+#: Appended to a speed-up cell when at least one of its seeds was timed under load.
+UNDER_LOAD_MARK = "†"
+
+#: Method-name prefixes whose zeros are stored dense: the report notes that they bring no speed.
+DENSE_SPARSITY_METHODS: tuple[str, ...] = ("magnitude-pruning",)
+
+_SPEEDUP_COLUMN = next(i for i, (_, key, _) in enumerate(TABLE_COLUMNS) if key == "speedup")
+
+#: The note on :data:`DENSE_SPARSITY_METHODS` (``{methods}``: their titles), in the report and
+#: the model card.
+DENSE_SPARSITY_NOTE = (
+    "{methods}: magnitude pruning sets weights to zero but keeps them in the dense weight "
+    "matrices, which are stored and multiplied in full, so no speed-up is expected (about "
+    "1.0x). Zeros only save time in a sparse format with kernels for it: "
+    "PyTorch's 2:4 semi-structured sparsity has no CPU kernels (supported NVIDIA GPUs only; "
+    "published at about 1.3x end to end on an A100, not measured by loyalkit). Structured "
+    "pruning that removes heads, neurons or layers makes the matrices smaller instead."
+)
+
 
 def summarize(runs: Sequence[RunRecord | Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per method (in order of first appearance): seeds done, seeds failed, mean and std of each metric.
@@ -78,6 +105,7 @@ def summarize(runs: Sequence[RunRecord | Mapping[str, Any]]) -> list[dict[str, A
     summary flattened (``after_attack_accuracy``, ``attack_success_rate``, ``mean_queries``, ...)
     and ``adversarial_loyalty`` flattened with an ``adversarial_`` prefix. ``std`` is the sample
     standard deviation (ddof=1) over the seeds that have the value, 0.0 for a single one.
+    ``speedup_under_load`` counts the seeds whose speed-up was timed under load.
     """
     by_method: dict[str, list[RunRecord]] = {}  # in order of first appearance
     for run in as_runs(runs):
@@ -90,6 +118,7 @@ def summarize(runs: Sequence[RunRecord | Mapping[str, Any]]) -> list[dict[str, A
             "title": next((r.title for r in method_runs if r.title), method),
             "seeds": len(done),
             "failed": len(method_runs) - len(done),
+            "speedup_under_load": len(_timed_under_load(done)),
         }
         values: dict[str, list[float]] = {}
         for run in done:
@@ -146,7 +175,10 @@ def format_cell(stat: Mapping[str, float] | float | None, seeds: int, kind: str)
 
 
 def table_rows(results: StudyResults | Mapping[str, Any]) -> list[list[str]]:
-    """The results table as rows of cells: the teacher first, then each method in run order."""
+    """The results table as rows of cells: the teacher first, then each method in run order.
+
+    A speed-up cell gets :data:`UNDER_LOAD_MARK` when one of its seeds was timed under load.
+    """
     results = as_results(results)
     rows = []
     if results.teacher is not None:
@@ -160,8 +192,45 @@ def table_rows(results: StudyResults | Mapping[str, Any]) -> list[list[str]]:
         if seeds == 0:
             rows.append([title] + [MISSING for _ in TABLE_COLUMNS])
             continue
-        rows.append([title] + [format_cell(entry.get(k), seeds, f) for _, k, f in TABLE_COLUMNS])
+        cells = [format_cell(entry.get(k), seeds, f) for _, k, f in TABLE_COLUMNS]
+        if entry["speedup_under_load"] and cells[_SPEEDUP_COLUMN] != MISSING:
+            cells[_SPEEDUP_COLUMN] += f" {UNDER_LOAD_MARK}"
+        rows.append([title] + cells)
     return rows
+
+
+def report_notes(results: StudyResults | Mapping[str, Any]) -> list[str]:
+    """The notes under the table about speed: runs timed under load (with the load each saw),
+    speed-ups whose load was not recorded, and what magnitude pruning's speed-up means."""
+    runs = as_results(results).runs
+    notes = []
+    loaded = _timed_under_load(runs)
+    if loaded:
+        details = "; ".join(
+            f"{run.title or run.method} seed {run.seed}: {describe_load(run.timing)}"
+            for run in loaded
+        )
+        notes.append(
+            f"{UNDER_LOAD_MARK} Speed-up timed under load: the 1-minute load average before or "
+            f"after the timing exceeded {LOAD_PER_CPU_LIMIT:g} per CPU, so other processes "
+            "competed for the cores and the figure may be off either way "
+            f"(`loyalkit study run --retime` on a quiet machine times it again). {details}."
+        )
+    unrecorded = _titles(
+        r for r in runs if r.status == "done" and r.speedup is not None and r.timing is None
+    )
+    if unrecorded:
+        notes.append(
+            f"Speed-ups of {', '.join(unrecorded)} were timed without a record of the machine's "
+            "load (results written before loyalkit recorded it): whether they were timed under "
+            "load is unknown."
+        )
+    dense = _titles(
+        r for r in runs if r.status == "done" and r.method.startswith(DENSE_SPARSITY_METHODS)
+    )
+    if dense:
+        notes.append(DENSE_SPARSITY_NOTE.format(methods=", ".join(dense)))
+    return notes
 
 
 def results_markdown(results: StudyResults | Mapping[str, Any]) -> str:
@@ -181,11 +250,14 @@ def results_markdown(results: StudyResults | Mapping[str, Any]) -> str:
         "labels the model reproduces. Prob. loyalty: mean of 1 - sqrt(JSD(teacher || model)) "
         "over the validation set. Flips: share of answers that change between correct and "
         "incorrect relative to the teacher. Speed-up: teacher latency / model latency on CPU, "
-        "measured in the same run. After-attack acc, Queries (mean model queries per attacked "
+        "both timed in the same session (median of repeated batches, round-robin), once per run. "
+        "After-attack acc, Queries (mean model queries per attacked "
         "example) and Success rate come from the attack. Percentages; mean ± sample std over "
         "seeds where several ran.",
         "",
     ]
+    for note in report_notes(results):
+        lines += [note, ""]
     return "\n".join(lines)
 
 
@@ -225,6 +297,20 @@ def _numeric_fields(run: RunRecord) -> Iterator[tuple[str, float]]:
                     (key if key.startswith("adversarial_") else f"adversarial_{key}"),
                     float(value),
                 )
+
+
+def _timed_under_load(runs: Sequence[RunRecord]) -> list[RunRecord]:
+    """The done runs whose speed-up was timed under load, in run order."""
+    return [
+        run
+        for run in runs
+        if run.status == "done" and run.speedup is not None and under_load(run.timing)
+    ]
+
+
+def _titles(runs: Iterable[RunRecord]) -> list[str]:
+    """The methods' titles, each once, in order."""
+    return list(dict.fromkeys(run.title or run.method for run in runs))
 
 
 def _is_number(value: Any) -> bool:

@@ -5,15 +5,23 @@ Layout of ``config.output_dir``::
     study.log                      the log of every run of the command
     results.json                   rewritten after every run (``loyalkit.study.records.StudyResults``)
     results.md, *.png              the report (``loyalkit.study.report.write_report``)
-    teacher/                       the fine-tuned teacher (model, tokenizer, done.json, attack.json)
+    teacher/                       the fine-tuned teacher (model, tokenizer, done.json, attack.json,
+                                   timing.json: its latency in the latest timing session)
     methods/<method>/seed-<s>/     model/ (the student), done.json or failed.json, attack.json
     attack-resources/              TextAttack's offline stop words, when not prepared elsewhere
 
 A run is finished when its ``done.json`` exists (written last, by atomic rename) and records the
 same settings: a rerun skips it and redoes runs that were interrupted, that failed, or whose
 settings changed. An exception in one run is caught, recorded (status ``"failed"`` with its
-traceback) and the study goes on. Latency is measured at the end, for the teacher and every
-finished run together, in the same process (so the speed-ups compare like with like).
+traceback) and the study goes on.
+
+Latency is measured once per finished run, at the end of the command that finished it: the runs
+not timed yet are timed together with the teacher, round-robin in one session
+(``loyalkit.study.timing``), and each run's latency, speed-up (over the teacher's latency of the
+same session) and the session's load average are written into its ``done.json``; the teacher's
+latest session goes into ``teacher/timing.json``. A rerun does not time them again, so a finished
+run's speed-up does not change with the load of the machine at each rerun; ``retime=True``
+(``loyalkit study run --retime``) re-times every finished run in one new session.
 
 Under ``accelerate launch`` every process runs this function: the training runs in the Trainer on
 all processes; loading, measuring, attacking and writing happen on the main process while the
@@ -55,11 +63,11 @@ from loyalkit.study.measure import (
     load_student,
     predict_logits,
     size_on_disk_mb,
-    time_models,
 )
 from loyalkit.study.records import RunRecord, StudyResults, TeacherRecord
 from loyalkit.study.state import (
     FINGERPRINT_VERSION,
+    TEACHER_TIMING,
     changed_files,
     file_digests,
     fingerprint,
@@ -68,6 +76,7 @@ from loyalkit.study.state import (
 )
 from loyalkit.study.task_data import TaskData, load_task
 from loyalkit.study.teacher import check_teacher_quality, prepare_teacher, task_inputs
+from loyalkit.study.timing import TEACHER, time_session
 
 __all__ = ["run_study"]
 
@@ -359,44 +368,64 @@ def _results(
     ).to_dict()
 
 
-def _time_all(
+def _needs_timing(run: dict[str, Any], retime: bool) -> bool:
+    """A finished run is timed once: when it has no timing record yet, or on request."""
+    return run["status"] == "done" and (retime or run.get("timing") is None)
+
+
+def _time_session(
     config: StudyConfig,
     output: Path,
     teacher: dict[str, Any],
-    runs: list[dict[str, Any]],
+    pending: list[tuple[dict[str, Any], Path]],
     batch: Any,
 ) -> None:
-    """Latency of the teacher and every finished run, round-robin, and each run's speed-up."""
-    models = {"teacher": load_student(output / teacher["model_dir"])}
-    for index, run in enumerate(runs):
-        if run["status"] == "done":
-            try:
-                models[str(index)] = load_student(output / run["model_dir"])
-            except Exception as error:  # a model damaged after it was measured: not timed
-                logger.error(
-                    "%s seed %s: cannot be loaded for timing: %s", run["method"], run["seed"], error
-                )
-    measure = config.measure
-    logger.info("timing %d models (%d threads)", len(models), measure.latency_threads)
-    latency = time_models(
-        models,
-        batch,
-        threads=measure.latency_threads,
-        warmup=measure.latency_warmup,
-        repeats=measure.latency_repeats,
+    """Time the teacher and the ``pending`` runs (record, folder) round-robin in one session;
+    store each run's latency, speed-up and timing in its record and its ``done.json``, and the
+    teacher's in ``teacher/timing.json``."""
+    models = {TEACHER: load_student(output / teacher["model_dir"])}
+    for index, (run, _) in enumerate(pending):
+        try:
+            models[str(index)] = load_student(output / run["model_dir"])
+        except Exception as error:  # a model damaged after it was measured: not timed
+            logger.error(
+                "%s seed %s: cannot be loaded for timing: %s", run["method"], run["seed"], error
+            )
+    logger.info(
+        "timing %d models with the teacher (%d threads)",
+        len(models) - 1,
+        config.measure.latency_threads,
     )
-    teacher["latency_ms"] = latency["teacher"]
-    for index, run in enumerate(runs):
-        if str(index) in latency:
-            run["latency_ms"] = latency[str(index)]
-            run["speedup"] = latency["teacher"] / latency[str(index)]
+    latency, timing = time_session(models, batch, config.measure)
+    logger.info(
+        "timing: 1-min load average %s before, %s after", timing.load_before, timing.load_after
+    )
+    teacher["latency_ms"] = latency[TEACHER]
+    teacher["timing"] = timing.to_dict()
+    # Beside the teacher's done.json, which stays the record of its training.
+    write_json(
+        output / teacher["model_dir"] / TEACHER_TIMING,
+        {"latency_ms": teacher["latency_ms"], "timing": teacher["timing"]},
+    )
+    for index, (run, folder) in enumerate(pending):
+        if str(index) not in latency:
+            continue
+        run["latency_ms"] = latency[str(index)]
+        run["speedup"] = latency[TEACHER] / latency[str(index)]
+        run["timing"] = timing.to_dict()
+        saved = read_json(folder / "done.json")
+        if isinstance(saved, dict):  # the run's record, timed: stored with it
+            write_json(folder / "done.json", {**saved, "run": run})
 
 
-def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
+def run_study(
+    config: StudyConfig, *, progress: bool = True, retime: bool = False
+) -> dict[str, Any]:
     """Run every enabled method for every seed; return (and write) the results.
 
-    Finished runs in ``config.output_dir`` are reused (see the module docstring). ``progress``
-    shows progress bars.
+    Finished runs in ``config.output_dir`` are reused (see the module docstring), their latency
+    too. ``retime`` times every finished run again, with the teacher, in one session, and
+    replaces their stored latency, speed-up and load. ``progress`` shows progress bars.
     """
     import torch
     from accelerate import PartialState
@@ -405,6 +434,8 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
 
     if not isinstance(config, StudyConfig):
         raise TypeError(f"`config` must be a StudyConfig, got {type(config).__name__}")
+    if not isinstance(retime, bool):
+        raise TypeError(f"`retime` must be True or False, got {retime!r}")
     config.check()
     state = PartialState(cpu=not torch.cuda.is_available())
     output = Path(config.output_dir)
@@ -454,6 +485,9 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
             teacher, validation, collator, config.measure.eval_batch_size
         )
         context["teacher_logits"] = teacher_logits
+        teacher_timing = read_json(folder / TEACHER_TIMING) if teacher_done else None
+        if not isinstance(teacher_timing, dict):
+            teacher_timing = {}
         teacher_record: dict[str, Any] = {
             "model_dir": "teacher",
             "model": config.teacher.model,
@@ -462,7 +496,9 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
             "layers": int(teacher.config.num_hidden_layers),
             "parameters": count_parameters(teacher),
             "size_on_disk_mb": size_on_disk_mb(folder),
-            "latency_ms": None,
+            # Stored by the latest timing session (None: not timed yet).
+            "latency_ms": teacher_timing.get("latency_ms"),
+            "timing": teacher_timing.get("timing"),
             "accuracy": classification_metrics(teacher_logits, teacher_logits, context["labels"])[
                 "accuracy"
             ],
@@ -489,6 +525,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
 
         inputs = task_inputs(config)  # the task files' hashes, once for every run
         runs: list[dict[str, Any]] = []
+        folders: list[Path] = []
         plan = [(spec, seed) for spec in config.runs() for seed in config.seeds]
         bar = tqdm(plan, desc="study", unit="run", disable=not (progress and state.is_main_process))
         for spec, seed in bar:
@@ -503,6 +540,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
                 logger.info("%s seed %d: running", spec.method, seed)
                 record = _do_run(spec, seed, run_folder, key, config, context, state)
             runs.append(record)
+            folders.append(run_folder)
             if state.is_main_process:
                 write_json(
                     output / "results.json",
@@ -512,8 +550,16 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
 
         results = _results(config, task, teacher_record, runs, state.num_processes)
         if state.is_main_process:
-            batch = latency_batch(validation, collator, config.measure.latency_batch_size)
-            _time_all(config, output, teacher_record, runs, batch)
+            pending = [
+                (run, run_folder)
+                for run, run_folder in zip(runs, folders, strict=True)
+                if _needs_timing(run, retime)
+            ]
+            if pending or retime or teacher_record["timing"] is None:
+                batch = latency_batch(validation, collator, config.measure.latency_batch_size)
+                _time_session(config, output, teacher_record, pending, batch)
+            else:
+                logger.info("timing: every finished run was timed before (--retime times again)")
             results = _results(config, task, teacher_record, runs, state.num_processes)
             write_json(output / "results.json", results)
             from loyalkit.study.report import write_report

@@ -28,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "FINGERPRINT_VERSION",
+    "TEACHER_TIMING",
     "changed_files",
     "file_digests",
     "fingerprint",
@@ -88,8 +89,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: The teacher's latency in the latest timing session, beside its ``done.json``.
+TEACHER_TIMING = "timing.json"
+
 #: The study's own records beside a model: not part of the model.
-_RECORDS = ("done.json", "failed.json", "attack.json", "attack-done.json")
+_RECORDS = ("done.json", "failed.json", "attack.json", "attack-done.json", TEACHER_TIMING)
 
 
 def file_digests(folder: Path, skip: tuple[str, ...] = _RECORDS) -> dict[str, str]:

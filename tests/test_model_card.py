@@ -142,6 +142,31 @@ def test_card_body_numbers_loading_and_citation():
     assert "Attack: `textfooler-offline` on 10 validation examples" in text
 
 
+def test_card_marks_a_speedup_timed_under_load_and_says_the_load():
+    results = study_results()
+    results["runs"][1]["timing"] = {"load_before": 3.5, "load_after": 2.75, "cpu_count": 2}
+    lines = str(build_model_card(results, "int8-ptq", 1)).splitlines()
+    assert "| CPU speed-up | 1.80x † | 1.00x | 1.80 ± 0.10x † |" in lines
+    assert (
+        "† This model's speed-up was timed under load (1-min load average 3.50 before, 2.75 after "
+        "timing, 2 CPUs (limit 2.0)): other processes competed for the cores, so the figure may "
+        "be off either way."
+    ) in lines
+    results["runs"][1]["timing"] = {"load_before": 0.5, "load_after": 1.25, "cpu_count": 2}
+    lines = str(build_model_card(results, "int8-ptq", 1)).splitlines()
+    assert "| CPU speed-up | 1.80x | 1.00x | 1.80 ± 0.10x |" in lines
+    assert not any("under load" in line or "without a record" in line for line in lines)
+    # Another seed of the method under load: the seeds' column is marked, this model's is not.
+    results["runs"][0]["timing"] = {"load_before": 0.5, "load_after": 4.0, "cpu_count": 2}
+    lines = str(build_model_card(results, "int8-ptq", 1)).splitlines()
+    assert "| CPU speed-up | 1.80x | 1.00x | 1.80 ± 0.10x † |" in lines
+    note = "† Seeds of Q8-PTQ timed under load: 1 of 3 (the study's results.md gives the load of each)."
+    assert note in lines
+    # Results from before the load was recorded say so.
+    lines = str(build_model_card(study_results(), "int8-ptq", 1)).splitlines()
+    assert "The speed-up was timed without a record of the machine's load." in lines
+
+
 def test_card_of_a_local_teacher_and_local_files_has_no_base_model_or_datasets(tmp_path: Path):
     results = study_results(teacher_model=str(tmp_path), dataset=None)
     card = build_model_card(results, "kd", 0)

@@ -18,7 +18,7 @@ def test_kept_results_read_back_as_records_unchanged(study: str) -> None:
     raw = json.loads((BENCHMARKS / study / "results.json").read_text(encoding="utf-8"))
     assert "schema_version" not in raw  # written as version 1
     results = read_results(BENCHMARKS / study)
-    assert results.schema_version == SCHEMA_VERSION == 2
+    assert results.schema_version == SCHEMA_VERSION == 3
     assert len(results.runs) == len(raw["runs"])
     for record, run in zip(results.runs, raw["runs"], strict=True):
         assert isinstance(record, RunRecord)
@@ -28,7 +28,14 @@ def test_kept_results_read_back_as_records_unchanged(study: str) -> None:
             run["accuracy"],
         )
     assert results.teacher.accuracy == raw["teacher"]["accuracy"]
-    assert results.to_dict() == {"schema_version": 2, **raw}  # the migration only adds the key
+    # The migration adds the version and an empty timing record (the load was not recorded).
+    expected = {
+        "schema_version": 3,
+        **raw,
+        "teacher": {**raw["teacher"], "timing": None},
+        "runs": [{**run, "timing": None} for run in raw["runs"]],
+    }
+    assert results.to_dict() == expected
 
 
 def test_versions_and_keys_are_checked() -> None:
@@ -36,8 +43,9 @@ def test_versions_and_keys_are_checked() -> None:
     current = StudyResults.from_dict(raw).to_dict()
     assert StudyResults.from_dict(current).to_dict() == current
     assert list(current)[0] == "schema_version"
-    with pytest.raises(ValueError, match=r"schema_version 3 is newer than this loyalkit reads"):
-        StudyResults.from_dict({**raw, "schema_version": 3})
+    with pytest.raises(ValueError, match=r"schema_version 4 is not one this loyalkit reads "
+                       r"\(1, 2, 3\); a newer one needs a newer loyalkit"):  # fmt: skip
+        StudyResults.from_dict({**raw, "schema_version": 4})
     runs = [dict(run) for run in raw["runs"]]
     runs[2]["acuracy"] = 0.5
     with pytest.raises(ValueError, match=r"results.runs\[2\]: unknown key 'acuracy'"):
@@ -61,3 +69,21 @@ def test_a_new_run_record_is_a_failed_run_until_measured() -> None:
         "seed",
         "status",
     ]
+
+
+def test_timing_is_a_typed_record_checked_by_name() -> None:
+    from loyalkit.study.records import TimingRecord
+
+    raw = json.loads((BENCHMARKS / "smollm2_study" / "results.json").read_text(encoding="utf-8"))
+    timing = {"timed_at": "2026-12-07T16:00:00+00:00", "teacher_latency_ms": 20.0, "models": 3,
+              "threads": 1, "warmup": 2, "repeats": 7, "batch_size": 32, "load_before": 0.5,
+              "load_after": 2.5, "cpu_count": 2}  # fmt: skip
+    runs = [dict(run) for run in raw["runs"]]
+    runs[0]["timing"] = timing
+    results = StudyResults.from_dict({**raw, "schema_version": 3, "runs": runs})
+    assert isinstance(results.runs[0].timing, TimingRecord)
+    assert results.runs[0].timing.load_after == 2.5 and results.runs[1].timing is None
+    assert results.to_dict()["runs"][0]["timing"] == timing  # written back as it was read
+    runs[0]["timing"] = {**timing, "load_befor": 0.5}
+    with pytest.raises(ValueError, match=r"results.runs\[0\].timing: unknown key 'load_befor'"):
+        StudyResults.from_dict({**raw, "runs": runs})

@@ -25,11 +25,13 @@ from loyalkit.study.runner import run_study
 
 RUN_FIELDS = {
     "method", "title", "seed", "status", "error", "model_dir", "layers", "parameters",
-    "size_on_disk_mb", "latency_ms", "speedup", "train_seconds", "accuracy", "label_loyalty",
-    "probability_loyalty", "flips", "kl_divergence", "attack", "adversarial_loyalty",
+    "size_on_disk_mb", "latency_ms", "speedup", "timing", "train_seconds", "accuracy",
+    "label_loyalty", "probability_loyalty", "flips", "kl_divergence", "attack",
+    "adversarial_loyalty",
 }  # fmt: skip
 TEACHER_FIELDS = {
-    "model_dir", "layers", "parameters", "size_on_disk_mb", "latency_ms", "accuracy", "attack"
+    "model_dir", "layers", "parameters", "size_on_disk_mb", "latency_ms", "timing", "accuracy",
+    "attack",
 }  # fmt: skip
 
 
@@ -126,6 +128,8 @@ def test_size_parameters_layers_and_speedup(study: tuple[dict[str, Any], Path]) 
         assert run["layers"] == config.num_hidden_layers
         assert run["parameters"] == bert_parameters(config)
         assert run["size_on_disk_mb"] == pytest.approx(model_bytes(model_dir) / 2**20)
+        # Every run was timed with the teacher in the study's one timing session.
+        assert run["timing"]["teacher_latency_ms"] == teacher["latency_ms"]
         assert run["speedup"] == pytest.approx(teacher["latency_ms"] / run["latency_ms"])
         assert run["train_seconds"] > 0
     ptq, kd = results["runs"][0], results["runs"][2]

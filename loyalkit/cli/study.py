@@ -73,7 +73,9 @@ def _add_run(actions: Any) -> argparse.ArgumentParser:
         "loyalkit.compression.load_head_pruned), results.json (after every run), results.md and "
         "PNG plots, study.log. Rerunning the same command skips finished runs and redoes "
         "interrupted or failed ones; a run that crashes is reported as failed and the others go "
-        "on. Under `accelerate launch` the training runs on every process.",
+        "on. Each finished run is timed once, with the teacher, and its speed-up and the load "
+        "average seen are stored with it (--retime times again). Under `accelerate launch` the "
+        "training runs on every process.",
     )
     parser.add_argument(
         "--config",
@@ -116,6 +118,13 @@ def _add_run(actions: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="torch CPU threads for training and evaluation (default: the config's threads, else "
         "torch's choice); latency is always timed with measure.latency_threads",
+    )
+    parser.add_argument(
+        "--retime",
+        action="store_true",
+        help="time every finished run again, together with the teacher, and replace the stored "
+        "latency, speed-up and load average (without it, a run is timed once, when it finishes, "
+        "and reruns reuse that figure)",
     )
     parser.add_argument(
         "--no-attack",
@@ -231,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
     silenced = contextlib.redirect_stdout(io.StringIO()) if args.quiet else contextlib.nullcontext()
     try:
         with silenced:
-            results = run_study(config, progress=not args.quiet)
+            results = run_study(config, progress=not args.quiet, retime=args.retime)
     finally:
         logging.getLogger().removeHandler(console)
     from accelerate import PartialState
