@@ -131,7 +131,10 @@ def drop_layers(
     else:
         kept = check_keep(keep, len(layers))
     config: Any = model.config
-    _check_attention_pattern(model, kept)
+    try:
+        _check_attention_pattern(model, kept)
+    except ValueError as error:  # worded for module replacement's successor_init
+        raise ValueError(f"keep: {error}".replace("successor_init: ", "")) from None
     new = nn.ModuleList(layers[i] for i in kept)
     for position, layer in enumerate(new):
         _renumber(layer, position, like=layers[position])
