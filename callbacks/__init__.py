@@ -14,8 +14,12 @@ from loyalkit.lazy_exports import lazy_exports
 _EXPORTS: dict[str, str] = {
     "AttackCallback": "loyalkit.callbacks.attack",
     "DistillationCallback": "loyalkit.callbacks.distillation",
+    "FfnPruningCallback": "loyalkit.callbacks.ffn_pruning",
+    "FfnPruningConfig": "loyalkit.callbacks.ffn_pruning",
     "HeadPruningCallback": "loyalkit.callbacks.head_pruning",
     "HeadPruningConfig": "loyalkit.callbacks.head_pruning",
+    "LayerDroppingCallback": "loyalkit.callbacks.layer_dropping",
+    "LayerDroppingConfig": "loyalkit.callbacks.layer_dropping",
     "LoyaltyCallback": "loyalkit.callbacks.loyalty",
     "MagnitudePruningCallback": "loyalkit.callbacks.magnitude_pruning",
     "MagnitudePruningConfig": "loyalkit.callbacks.magnitude_pruning",
@@ -31,8 +35,12 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "AttackCallback",
     "DistillationCallback",
+    "FfnPruningCallback",
+    "FfnPruningConfig",
     "HeadPruningCallback",
     "HeadPruningConfig",
+    "LayerDroppingCallback",
+    "LayerDroppingConfig",
     "LoyaltyCallback",
     "MagnitudePruningCallback",
     "MagnitudePruningConfig",
@@ -48,10 +56,12 @@ __all__ = [
 if TYPE_CHECKING:
     from loyalkit.callbacks.attack import AttackCallback
     from loyalkit.callbacks.distillation import DistillationCallback
+    from loyalkit.callbacks.ffn_pruning import FfnPruningCallback, FfnPruningConfig
     from loyalkit.callbacks.head_pruning import (
         HeadPruningCallback,
         HeadPruningConfig,
     )
+    from loyalkit.callbacks.layer_dropping import LayerDroppingCallback, LayerDroppingConfig
     from loyalkit.callbacks.loyalty import LoyaltyCallback
     from loyalkit.callbacks.magnitude_pruning import (
         MagnitudePruningCallback,

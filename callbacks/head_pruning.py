@@ -116,6 +116,44 @@ class HeadPruningConfig:
         return arguments
 
 
+def module_replacement_conflict(callback: str, model: Any, reason: str) -> str | None:
+    """``callback``'s refusal of a model prepared for module replacement (``reason``), or None."""
+    from loyalkit.compression.module_replacement import ModuleReplacementLayers
+
+    if model is not None and any(
+        isinstance(module, ModuleReplacementLayers) for module in model.modules()
+    ):
+        return (
+            f"{callback} conflicts with module replacement (ModuleReplacementCallback / "
+            f"prepare_module_replacement): {reason}"
+        )
+    return None
+
+
+def scoring_batches(
+    who: str,
+    args: Any,
+    train_dataloader: DataLoader | None,
+    batch_size: int | None,
+    num_batches: int,
+) -> list[Any]:
+    """The first ``num_batches`` batches of the training data, for gradient importance.
+
+    A fresh, unshuffled loader over the same data: reproducible scores, and the Trainer's own
+    loader (its sampler, RNG and accelerate state) is left alone. ``batch_size`` defaults to the
+    Trainer's per-device training batch size.
+    """
+    if train_dataloader is None:
+        raise ValueError(f"{who}: gradient importance needs the train_dataloader")
+    loader = DataLoader(
+        train_dataloader.dataset,
+        batch_size=batch_size or args.per_device_train_batch_size,
+        collate_fn=train_dataloader.collate_fn,
+        shuffle=False,
+    )
+    return list(itertools.islice(loader, num_batches))
+
+
 class HeadPruningCallback(TrainerCallback, ExportableState):
     """Score and silence attention heads on ``schedule``; remove them physically at train end.
 
@@ -156,18 +194,12 @@ class HeadPruningCallback(TrainerCallback, ExportableState):
 
     def model_conflict(self, model: Any) -> str | None:
         """Why this callback cannot work on ``model``, or ``None`` (see ``conflicts``)."""
-        from loyalkit.compression.module_replacement import ModuleReplacementLayers
-
-        if model is not None and any(
-            isinstance(module, ModuleReplacementLayers) for module in model.modules()
-        ):
-            return (
-                "HeadPruningCallback conflicts with module replacement (ModuleReplacementCallback "
-                "/ prepare_module_replacement): the encoder's layers are predecessor/successor "
-                "blocks whose heads cannot be removed; prune the heads of the exported successor "
-                "instead"
-            )
-        return None
+        return module_replacement_conflict(
+            "HeadPruningCallback",
+            model,
+            "the encoder's layers are predecessor/successor blocks whose heads cannot be "
+            "removed; prune the heads of the exported successor instead",
+        )
 
     def state(self) -> dict[str, Any]:
         return {
@@ -179,17 +211,13 @@ class HeadPruningCallback(TrainerCallback, ExportableState):
         return {int(layer): list(heads) for layer, heads in self.masked_heads.items()}
 
     def _scoring_batches(self, args: Any, train_dataloader: DataLoader | None) -> list[Any]:
-        if train_dataloader is None:
-            raise ValueError("HeadPruningCallback: gradient importance needs the train_dataloader")
-        # A fresh, unshuffled loader over the same data: reproducible scores, and the Trainer's
-        # own loader (its sampler, RNG and accelerate state) is left alone.
-        loader = DataLoader(
-            train_dataloader.dataset,
-            batch_size=self.config.batch_size or args.per_device_train_batch_size,
-            collate_fn=train_dataloader.collate_fn,
-            shuffle=False,
+        return scoring_batches(
+            "HeadPruningCallback",
+            args,
+            train_dataloader,
+            self.config.batch_size,
+            self.config.num_batches,
         )
-        return list(itertools.islice(loader, self.config.num_batches))
 
     def _prune_to(self, share: float, model: Any, args: Any, train_dataloader: Any) -> None:
         if self.config.importance == "gradient":

@@ -1,9 +1,10 @@
 """What is done to a model: plain PyTorch and transformers model classes, no Trainer.
 
 Each method lives in its own module (``magnitude_pruning``, ``sparsity_schedules``, ``head_pruning``,
-``head_pruning_schedule``, ``head_importance``, ``distillation``, ``module_replacement``,
-``quantization``, ``openvino_int8``; ``architectures`` finds each family's transformer layers; ``schedules`` is the
-step -> value protocol every schedule follows); the names below are
+``head_pruning_schedule``, ``head_importance``, ``ffn_pruning``, ``ffn_importance``,
+``layer_dropping``, ``distillation``, ``module_replacement``,
+``quantization``, ``openvino_int8``; ``architectures`` finds each family's transformer layers;
+``schedules`` is the step -> value protocol every schedule follows); the names below are
 re-exported lazily, so ``import loyalkit.compression`` costs nothing until a name is used (torchao,
 for one, is slow to import).
 """
@@ -75,6 +76,21 @@ _EXPORTS: dict[str, str] = {
     "supports_safetensors": "loyalkit.compression.quantization",
     "teacher_inputs": "loyalkit.compression.distillation",
     "zero_head_outputs": "loyalkit.compression.head_pruning",
+    "FfnParts": "loyalkit.compression.ffn_pruning",
+    "drop_layers": "loyalkit.compression.layer_dropping",
+    "ffn_output_weights": "loyalkit.compression.ffn_pruning",
+    "ffn_parts": "loyalkit.compression.ffn_pruning",
+    "gate_importance": "loyalkit.compression.head_importance",
+    "gradient_ffn_importance": "loyalkit.compression.ffn_importance",
+    "input_gates": "loyalkit.compression.head_importance",
+    "layers_to_keep": "loyalkit.compression.layer_dropping",
+    "magnitude_ffn_importance": "loyalkit.compression.ffn_importance",
+    "prune_ffn": "loyalkit.compression.ffn_pruning",
+    "remove_ffn_neurons": "loyalkit.compression.ffn_pruning",
+    "select_ffn_neurons": "loyalkit.compression.ffn_pruning",
+    "unit_norms": "loyalkit.compression.head_importance",
+    "zero_ffn_neurons": "loyalkit.compression.ffn_pruning",
+    "zeroed_ffn_neurons": "loyalkit.compression.ffn_pruning",
     "zeroed_heads": "loyalkit.compression.head_pruning",
 }
 
@@ -138,6 +154,21 @@ __all__ = [
     "supports_safetensors",
     "teacher_inputs",
     "zero_head_outputs",
+    "FfnParts",
+    "drop_layers",
+    "ffn_output_weights",
+    "ffn_parts",
+    "gate_importance",
+    "gradient_ffn_importance",
+    "input_gates",
+    "layers_to_keep",
+    "magnitude_ffn_importance",
+    "prune_ffn",
+    "remove_ffn_neurons",
+    "select_ffn_neurons",
+    "unit_norms",
+    "zero_ffn_neurons",
+    "zeroed_ffn_neurons",
     "zeroed_heads",
 ]
 
@@ -154,10 +185,27 @@ if TYPE_CHECKING:
         logit_kd_loss,
         teacher_inputs,
     )
+    from loyalkit.compression.ffn_importance import (
+        gradient_ffn_importance,
+        magnitude_ffn_importance,
+    )
+    from loyalkit.compression.ffn_pruning import (
+        FfnParts,
+        ffn_output_weights,
+        ffn_parts,
+        prune_ffn,
+        remove_ffn_neurons,
+        select_ffn_neurons,
+        zero_ffn_neurons,
+        zeroed_ffn_neurons,
+    )
     from loyalkit.compression.head_importance import (
+        gate_importance,
         gradient_head_importance,
         head_gates,
+        input_gates,
         magnitude_head_importance,
+        unit_norms,
     )
     from loyalkit.compression.head_pruning import (
         HeadMap,
@@ -172,6 +220,7 @@ if TYPE_CHECKING:
         zeroed_heads,
     )
     from loyalkit.compression.head_pruning_schedule import HeadPruningSchedule
+    from loyalkit.compression.layer_dropping import drop_layers, layers_to_keep
     from loyalkit.compression.magnitude_pruning import (
         PruningMasks,
         PruningScope,

@@ -11,8 +11,12 @@ import pytest
 import torch
 
 from loyalkit.callbacks import (
+    FfnPruningCallback,
+    FfnPruningConfig,
     HeadPruningCallback,
     HeadPruningConfig,
+    LayerDroppingCallback,
+    LayerDroppingConfig,
     MagnitudePruningCallback,
     MagnitudePruningConfig,
     ModuleReplacementCallback,
@@ -30,6 +34,9 @@ CALLBACKS: list[tuple[Any, type]] = [
         MagnitudePruningConfig,
     ),
     (lambda: HeadPruningCallback({0: 0.25, 5: 0.5}, importance="magnitude"), HeadPruningConfig),
+    (lambda: FfnPruningCallback(fraction=0.5, step=3, num_batches=2), FfnPruningConfig),
+    (lambda: LayerDroppingCallback([0, 2, 4]), LayerDroppingConfig),
+    (lambda: LayerDroppingCallback(count=3, strategy="alternate"), LayerDroppingConfig),
     (
         lambda: ModuleReplacementCallback(
             LinearReplacementSchedule(0.01, 0.3), seed=3, export_dir="out"

@@ -2,7 +2,7 @@
 
 Each teacher is a tiny classifier of its family, fitted to the tiny sentiment task with the tiny
 WordPiece tokenizer (the same token ids for every family); the study then runs int8 PTQ, magnitude
-pruning, head pruning, logit KD and BERT-of-Theseus on it. Numbers are recomputed from the saved
+pruning, head pruning, feed-forward pruning, layer dropping, logit KD and BERT-of-Theseus on it. Numbers are recomputed from the saved
 models with sklearn; methods that cannot apply must fail their run with an error naming the reason.
 """
 
@@ -62,6 +62,8 @@ def _study(root: Path, arch: str) -> dict[str, Any]:
             "int8-ptq": {},
             "magnitude-pruning": {**short, "sparsities": [0.5]},
             "head-pruning": {**short, "share": 0.5, "num_batches": 1},
+            "ffn-pruning": {**short, "share": 0.5, "num_batches": 1},
+            "layer-dropping": {**short, "student_layers": 1},
             "kd-logit": {**short, "student_layers": 1, "learning_rate": 1e-3},
             "theseus": {**short, "student_layers": 1},
         },
@@ -88,8 +90,13 @@ def test_study_builds_every_student_of_other_families(arch: str, tmp_path: Path)
     results = _study(tmp_path, arch)
     runs = {run["method"]: run for run in results["runs"]}
     refused = {
-        # GPT-2's int8 is written as OpenVINO IR (its Conv1D layers become int8 MatMuls there)
-        "albert": {"head-pruning": "shares", "theseus": "shares"},
+        "albert": {
+            "head-pruning": "shares",
+            "theseus": "shares",
+            "ffn-pruning": "shares",
+            "layer-dropping": "shares",
+        },
+        # (GPT-2's int8 is written as OpenVINO IR: its Conv1D layers become int8 MatMuls there.)
     }.get(arch, {})
     texts, _ = read_split(tmp_path / "dev.tsv")
     teacher = _predictions(str(tmp_path / "teacher"), texts)
@@ -101,3 +108,5 @@ def test_study_builds_every_student_of_other_families(arch: str, tmp_path: Path)
         student = _predictions(str(tmp_path / "study" / run["model_dir"]), texts)
         assert run["label_loyalty"] == pytest.approx(accuracy_score(teacher, student))
     assert runs["kd-logit"]["layers"] == 1
+    if arch != "albert":
+        assert runs["layer-dropping"]["layers"] == 1

@@ -215,4 +215,11 @@ def logits(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         return model(**inputs).logits
 
 
+def last_hidden(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """The last layer's hidden states: larger than a random head's logits, so a change shows."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        return model(**inputs, output_hidden_states=True).hidden_states[-1]
+
+
 ModelFactory = Callable[[], Any]

@@ -41,6 +41,19 @@ def kd_alpha(default: float = 0.5) -> Any:
     return kd_setting("alpha", default)
 
 
+def kd_callback(context: MethodContext, settings: Any) -> Any:
+    """Logit KD from the context's teacher at ``settings.temperature`` and ``settings.alpha``,
+    the teacher's logits cached per example (the methods that fine-tune a pruned teacher)."""
+    from loyalkit.callbacks import DistillationCallback
+
+    return DistillationCallback(
+        context.teacher,
+        temperature=settings.temperature,
+        alpha=settings.alpha,
+        cache_teacher_logits=True,
+    )
+
+
 #: The ``paper`` preset's student training, shared by the KD and Theseus methods.
 PAPER_STUDENT: dict[str, Any] = {"epochs": 4.0, "learning_rate": 5e-5, "batch_size": 32}
 
