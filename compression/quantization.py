@@ -1,5 +1,10 @@
 """int8 quantization of a model's ``nn.Linear`` layers: post-training (dynamic) and quantization-aware.
 
+This is int8 inside PyTorch (to keep training it, or to run it where PyTorch runs). For the fastest
+int8 on CPU, which the study uses, see :mod:`loyalkit.compression.openvino_int8` (``export_int8``):
+torchao's eager int8 measured 0.89x over fp32 on MiniLM at 1 thread, OpenVINO + NNCF 3.72x
+(``benchmarks/RESULTS.md``).
+
 Every weight matrix of the transformer layers is quantized, or nothing is: transformers' ``Conv1D``
 (GPT-2's layers, a linear layer with its weight stored transposed) is first turned into an
 ``nn.Linear`` holding the same ``Parameter`` (its data transposed), and a model whose layers hold a
