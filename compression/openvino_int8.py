@@ -287,21 +287,9 @@ class OpenVINOInt8Classifier(nn.Module):
         request = self._infer_request()
         request.infer(feed)
         logits = torch.from_numpy(request.get_output_tensor(0).data.copy()).to(input_ids.device)
-        loss = None if labels is None else self._loss(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        loss = None
+        if labels is not None:  # transformers' own loss of its *ForSequenceClassification heads
+            from transformers.loss.loss_utils import ForSequenceClassificationLoss
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # The problem types of transformers' *ForSequenceClassification heads.
-        problem = self.config.problem_type
-        if problem is None:
-            if self.config.num_labels == 1:
-                problem = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                problem = "single_label_classification"
-            else:
-                problem = "multi_label_classification"
-        if problem == "regression":
-            return nn.functional.mse_loss(logits.squeeze(-1), labels.float().squeeze(-1))
-        if problem == "single_label_classification":
-            return nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
-        return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+            loss = ForSequenceClassificationLoss(labels, logits, self.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
