@@ -117,11 +117,13 @@ def find_run(
 
 
 def is_int8(run: RunRecord | Mapping[str, Any], model_dir: str | Path | None = None) -> bool:
-    """Whether the model's weights are int8: a ``quantization_config`` in its config.json, or
-    (without the folder) an int8 method name."""
+    """Whether the model is loyalkit's int8 (OpenVINO IR written by ``export_int8``, loaded with
+    ``OpenVINOInt8Classifier``): its config.json says so, or (without the folder) an int8 method
+    name. A torchao int8 folder of an earlier version reloads with the plain ``from_pretrained``
+    the card shows for float models."""
     if model_dir is not None and (Path(model_dir) / "config.json").is_file():
         config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-        return "quantization_config" in config or "loyalkit_int8" in config
+        return "loyalkit_int8" in config
     # Only the name is read: a bare {"method": ...} will do.
     method = run.method if isinstance(run, RunRecord) else run.get("method", "")
     return "int8" in str(method).lower()

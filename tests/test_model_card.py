@@ -300,25 +300,30 @@ def test_push_refuses_a_folder_without_model_and_an_invalid_card(model_dir: Path
 
 
 def test_int8_model_card_says_so_and_the_folder_reloads_as_it_says(tmp_path: Path):
-    from transformers import AutoModelForSequenceClassification
-
-    from loyalkit.compression import quantize_dynamic_int8, save_quantized
+    from loyalkit.compression import OpenVINOInt8Classifier, export_int8
 
     torch.set_num_threads(1)
     model = tiny_bert(num_labels=2, num_layers=1)
-    quantize_dynamic_int8(model, backend="torchao")
-    save_quantized(model, tmp_path / "q8")
+    ids = torch.tensor([[1, 5, 7, 9, 2], [1, 6, 8, 2, 0]])
+    mask = (ids != 0).long()
+    export_int8(model, tmp_path / "q8", [{"input_ids": ids, "attention_mask": mask}])
     run = {"method": "renamed", "title": "x"}
     assert is_int8(run, tmp_path / "q8")  # from config.json, not from the name
     assert is_int8({"method": "int8-ptq"}) and not is_int8({"method": "kd"})  # by name, no folder
+    model.save_pretrained(tmp_path / "float")
+    assert not is_int8({"method": "int8-ptq"}, tmp_path / "float")  # the folder decides
     results = study_results()
     results["runs"][0]["method"] = "renamed"
     card = str(build_model_card(results, "renamed", 0, model_dir=tmp_path / "q8"))
-    assert "The weights are int8" in card
-    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "q8").eval()
-    ids = torch.tensor([[1, 5, 7, 9, 2]])
+    assert "The model is int8 OpenVINO IR" in card
+    assert "OpenVINOInt8Classifier.from_pretrained(" in card
+    first = OpenVINOInt8Classifier.from_pretrained(tmp_path / "q8")
+    again = OpenVINOInt8Classifier.from_pretrained(tmp_path / "q8")
+    logits = first(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(logits, again(input_ids=ids, attention_mask=mask).logits)
     with torch.no_grad():
-        assert torch.equal(model(input_ids=ids).logits, reloaded(input_ids=ids).logits)
+        expected = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(logits, expected, atol=0.1 * expected.abs().max().item() + 1e-3)
 
 
 # ---------------------------------------------------------------- loyalkit study push
