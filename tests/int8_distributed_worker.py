@@ -11,6 +11,7 @@ Usage: ``python tests/int8_distributed_worker.py INT8_DIR OUTPUT_DIR`` (or under
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -33,8 +34,14 @@ def main(int8_dir: Path, output_dir: Path) -> None:
     encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=16)
     data = Dataset.from_dict({**encoded, "labels": labels})
     model = OpenVINOInt8Classifier.from_pretrained(int8_dir)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     arguments = TrainingArguments(
-        output_dir=str(output_dir / "trainer"), per_device_eval_batch_size=8, report_to=[]
+        output_dir=str(output_dir / "trainer"),
+        per_device_eval_batch_size=8,
+        report_to=[],
+        use_cpu=True,
+        ddp_backend="gloo" if world_size > 1 else None,
+        ddp_timeout=120,
     )
     trainer = Trainer(model=model, args=arguments)
     predicted = trainer.predict(data)
