@@ -208,6 +208,9 @@ class OpenVINOInt8Classifier(nn.Module):
     """
 
     main_input_name = "input_ids"
+    # Its loss is a mean over the batch, not a sum over num_items_in_batch: without this the Trainer
+    # (seeing **unused) would scale it by the number of processes (2x the loss under torchrun).
+    accepts_loss_kwargs = False
 
     def __init__(self, folder: str | Path, threads: int | None = None) -> None:
         super().__init__()
