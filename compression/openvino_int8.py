@@ -33,7 +33,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import json
 import logging
 import shutil
@@ -156,9 +158,12 @@ def export_int8(
     finally:
         model.train(was_training)
     dataset = nncf.Dataset(batches, lambda batch: {n: batch[n].cpu().numpy() for n in names})
-    quantized = nncf.quantize(
-        converted, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=rows
-    )
+    progress = io.StringIO()
+    # NNCF draws its progress bars on stdout: a library call should not print (they go to the log).
+    with contextlib.redirect_stdout(progress):
+        quantized = nncf.quantize(
+            converted, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches)
+        )
     int8_count, float_count = _weight_matmuls(quantized)
     if int8_count == 0:
         raise ValueError("export_int8: NNCF left every matrix multiply in float; nothing was saved")
