@@ -38,12 +38,13 @@ if TYPE_CHECKING:
 __all__ = ["WEIGHT_FILES", "PushPlan", "check_repo_id", "push_model"]
 
 #: A model folder must hold one of these (safetensors, or the pickle transformers 4.57 writes for
-#: torchao int8 weights), possibly sharded with an index.
+#: torchao int8 weights, possibly sharded with an index; or the IR of loyalkit's OpenVINO int8).
 WEIGHT_FILES: tuple[str, ...] = (
     "model.safetensors",
     "model.safetensors.index.json",
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
+    "openvino_model.xml",
 )
 
 
