@@ -32,7 +32,6 @@ import argparse
 import copy
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,15 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from bench_compression import folder_megabytes, load_average, padded_batches  # noqa: E402
+from bench_structured import competing_load  # noqa: E402
 from sst2 import read_sst2  # noqa: E402
 
+# The competing load of the figures in RESULTS.md (competing_load starts it with 1 BLAS thread).
 LOAD_SCRIPT = (
-    "import os\n"
-    "os.environ['OMP_NUM_THREADS'] = os.environ['OPENBLAS_NUM_THREADS'] = '1'\n"
-    "import numpy as np\n"
-    "a = np.random.rand(512, 512)\n"
-    "while True:\n"
-    "    a = (a @ a) / 512.0\n"
+    "import numpy as np\na = np.random.rand(512, 512)\nwhile True:\n    a = (a @ a) / 512.0\n"
 )
 
 Batch = dict[str, torch.Tensor]
@@ -123,7 +119,6 @@ def candidates(teacher: Any, batch: Batch, folder: Path) -> list[Candidate]:
     import openvino as ov
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from torchao.quantization import (
-        Int8DynamicActivationInt8WeightConfig,
         Int8WeightOnlyConfig,
         quantize_,
     )
@@ -173,7 +168,6 @@ def candidates(teacher: Any, batch: Batch, folder: Path) -> list[Candidate]:
             "from_pretrained (TorchAoConfig)",
         )
     )
-    del Int8DynamicActivationInt8WeightConfig
 
     legacy = copy.deepcopy(teacher)
     quantize_dynamic_int8(legacy, backend="torch.ao")
@@ -340,14 +334,9 @@ def main() -> None:
             entry.logits = np.concatenate([entry.run(b) for b in batches])
         time_all(found, timed, args.repeats, "quiet")
         print(f"quiet part done; load {load_average()}", flush=True)
-        loaders = [subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT]) for _ in range(args.load)]
-        try:
-            time.sleep(3)
+        with competing_load(args.load, LOAD_SCRIPT):
             time_all(found, timed, args.repeats, "loaded")
             print(f"loaded part done ({args.load} competing processes); load {load_average()}")
-        finally:
-            for process in loaders:
-                process.kill()
         report(found)
 
 

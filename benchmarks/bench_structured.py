@@ -66,17 +66,16 @@ BUSY_LOOP = (
 
 
 @contextmanager
-def competing_load(processes: int) -> Iterator[None]:
-    """``processes`` single-threaded busy NumPy loops running for the duration of the block."""
+def competing_load(processes: int, script: str = BUSY_LOOP) -> Iterator[None]:
+    """``processes`` single-threaded busy NumPy loops (``script``) running for the duration of
+    the block."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
-    started = [
-        subprocess.Popen([sys.executable, "-c", BUSY_LOOP], env=env) for _ in range(processes)
-    ]
+    started = [subprocess.Popen([sys.executable, "-c", script], env=env) for _ in range(processes)]
     try:
         time.sleep(2.0)  # let them reach their loop
         yield

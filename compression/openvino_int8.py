@@ -132,6 +132,9 @@ def export_int8(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    config = getattr(model, "config", None)
+    if config is None:  # checked before the conversion and calibration it would waste
+        raise TypeError("`model` must carry a transformers `config` (a PreTrainedModel)")
     if not isinstance(max_rows, int) or max_rows < 1:
         raise ValueError(f"`max_rows` must be a positive int, got {max_rows!r}")
     batches, rows = [], 0
@@ -170,9 +173,6 @@ def export_int8(
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(folder / OPENVINO_FILE), compress_to_fp16=False)
-    config = getattr(model, "config", None)
-    if config is None:
-        raise TypeError("`model` must carry a transformers `config` (a PreTrainedModel)")
     data = config.to_dict()
     data[CONFIG_KEY] = {
         "format": "openvino",
