@@ -13,10 +13,10 @@ from loyalkit.study.records import SCHEMA_VERSION, RunRecord, StudyResults, read
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("study", ["sst2_study", "smollm2_study"])
-def test_kept_results_read_back_as_records_unchanged(study: str) -> None:
+@pytest.mark.parametrize(("study", "written_as"), [("sst2_study", 3), ("smollm2_study", 1)])
+def test_kept_results_read_back_as_records_unchanged(study: str, written_as: int) -> None:
     raw = json.loads((BENCHMARKS / study / "results.json").read_text(encoding="utf-8"))
-    assert "schema_version" not in raw  # written as version 1
+    assert raw.get("schema_version", 1) == written_as  # version 1 had no schema_version key
     results = read_results(BENCHMARKS / study)
     assert results.schema_version == SCHEMA_VERSION == 3
     assert len(results.runs) == len(raw["runs"])
@@ -28,6 +28,9 @@ def test_kept_results_read_back_as_records_unchanged(study: str) -> None:
             run["accuracy"],
         )
     assert results.teacher.accuracy == raw["teacher"]["accuracy"]
+    if written_as == SCHEMA_VERSION:
+        assert results.to_dict() == raw
+        return
     # The migration adds the version and an empty timing record (the load was not recorded).
     expected = {
         "schema_version": 3,
