@@ -199,6 +199,26 @@ def table_rows(results: StudyResults | Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _by_load(runs: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
+    """``runs`` grouped by the load their timing saw, in order: the runs of one timing session
+    (or of sessions under the same load) share one footnote entry instead of one each."""
+    groups: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(describe_load(run.timing), []).append(run)
+    return groups
+
+
+def _runs_in_words(runs: Iterable[RunRecord]) -> str:
+    """``Q8-PTQ (seeds 0, 1), KD (seed 2)``: each method once, with the seeds of ``runs``."""
+    seeds: dict[str, list[int]] = {}
+    for run in runs:
+        seeds.setdefault(run.title or run.method, []).append(run.seed)
+    return ", ".join(
+        f"{title} (seed{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))})"
+        for title, numbers in seeds.items()
+    )
+
+
 def report_notes(results: StudyResults | Mapping[str, Any]) -> list[str]:
     """The notes under the table about speed: runs timed under load (with the load each saw),
     speed-ups whose load was not recorded, and what magnitude pruning's speed-up means."""
@@ -207,8 +227,7 @@ def report_notes(results: StudyResults | Mapping[str, Any]) -> list[str]:
     loaded = _timed_under_load(runs)
     if loaded:
         details = "; ".join(
-            f"{run.title or run.method} seed {run.seed}: {describe_load(run.timing)}"
-            for run in loaded
+            f"{_runs_in_words(group)}: {load}" for load, group in _by_load(loaded).items()
         )
         notes.append(
             f"{UNDER_LOAD_MARK} Speed-up timed under load: the 1-minute load average before or "

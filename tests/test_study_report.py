@@ -388,7 +388,7 @@ def test_a_speedup_timed_under_load_is_marked_and_its_load_given_in_a_note():
         "† Speed-up timed under load: the 1-minute load average before or after the timing "
         "exceeded 1 per CPU, so other processes competed for the cores and the figure may be off "
         "either way (`loyalkit study run --retime` on a quiet machine times it again). "
-        "Q8-PTQ seed 1: 1-min load average 1.50 before, 2.25 after timing, 2 CPUs (limit 2.0)."
+        "Q8-PTQ (seed 1): 1-min load average 1.50 before, 2.25 after timing, 2 CPUs (limit 2.0)."
     ) in lines
     # At the limit is not above it; the reading before the timing counts as well as the one after.
     assert table_rows(timed(RESULTS, seed_1={"load_after": 2.0}))[1][4] == "1.80x ± 0.10"
@@ -397,6 +397,20 @@ def test_a_speedup_timed_under_load_is_marked_and_its_load_given_in_a_note():
     busy_on_8 = timed(RESULTS, seed_1={"load_after": 2.25, "cpu_count": 8})
     assert table_rows(busy_on_8)[1][4] == "1.80x ± 0.10"
     assert not any("under load" in line for line in results_markdown(busy_on_8).splitlines())
+
+
+def test_runs_timed_under_the_same_load_share_one_footnote_entry():
+    # One busy session timed Q8-PTQ seeds 0 and 2 and KD seed 1; Q8-PTQ seed 1 saw another load.
+    session = {"timed_at": "2026-12-07T10:00:00+00:00", "load_before": 4.5, "load_after": 4.1}
+    results = timed(RESULTS, seed_0=session, seed_1={"load_after": 3.0}, seed_2=session)
+    kd_1 = next(r for r in results["runs"] if r["method"] == "kd" and r["seed"] == 1)
+    kd_1["timing"] = {**QUIET, **session}
+    footnote = next(line for line in results_markdown(results).splitlines() if "under load" in line)
+    assert footnote.endswith(
+        "times it again). Q8-PTQ (seeds 0, 2), KD (seed 1): 1-min load average 4.50 before, "
+        "4.10 after timing, 2 CPUs (limit 2.0); Q8-PTQ (seed 1): 1-min load average 0.50 before, "
+        "3.00 after timing, 2 CPUs (limit 2.0)."
+    )
 
 
 def test_speedups_without_a_load_record_are_named():

@@ -141,7 +141,7 @@ def test_load_average_is_stored_and_flagged_and_retime_replaces_it(
     speed_cell = row.split(" | ")[4]
     assert speed_cell == f"{results['runs'][0]['speedup']:.2f}x †"
     note = (
-        f"Q8-PTQ seed 0: 1-min load average {busy:.2f} before, {busy:.2f} after timing, "
+        f"Q8-PTQ (seed 0): 1-min load average {busy:.2f} before, {busy:.2f} after timing, "
         f"{cpus} CPUs (limit {cpus:.1f})."
     )
     assert note in table
