@@ -65,8 +65,11 @@ typecheck: venv
 
 # The whole suite on the newest transformers; the attacks run through the isolated environment. Only the
 # tests marked `attack` import TextAttack in the test process: they run in pytest-compat.
+# Every test runs on one torch thread, so PYTEST_WORKERS processes (pytest-xdist) share the cores; a file
+# stays on one worker (--dist loadfile), so the models its module fixtures train are built once.
+PYTEST_WORKERS ?= 2
 pytest: venv attack-env system-deps
-	$(BIN)/python -m pytest -m "not attack"
+	$(BIN)/python -m pytest -m "not attack" -n $(PYTEST_WORKERS) --dist loadfile
 
 # The worker-side attack code with TextAttack in-process (transformers 4.57), against TextAttack's own
 # Attacker and metrics.

@@ -110,6 +110,30 @@ class StepRecorder(TrainerCallback):
         )
 
 
+def sgd_args(output_dir: Path, rank: int, world_size: int, **overrides: Any) -> TrainingArguments:
+    """Constant-rate SGD over :data:`GLOBAL_BATCH` split across the ranks (gloo), no checkpoints,
+    seed 0: the same updates whatever the world size."""
+    settings: dict[str, Any] = dict(
+        output_dir=str(output_dir / f"trainer-rank-{rank}"),
+        per_device_train_batch_size=GLOBAL_BATCH // world_size,
+        optim="sgd",
+        learning_rate=10.0,  # SGD: small gradients of a tiny BERT need a large step
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        save_strategy="no",
+        seed=0,
+        data_seed=0,
+        report_to="none",
+        use_cpu=True,
+        ddp_backend="gloo" if world_size > 1 else None,
+        ddp_timeout=60,  # a hung collective fails within a minute instead of 30
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    settings.update(overrides)
+    return TrainingArguments(**settings)
+
+
 def main(teacher_dir: Path, output_dir: Path) -> None:
     torch.set_num_threads(1)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -130,27 +154,15 @@ def main(teacher_dir: Path, output_dir: Path) -> None:
     student = copy.deepcopy(teacher).train()
     prepare_module_replacement(student, num_successor_layers=2, seed=0)
 
-    args = TrainingArguments(
-        output_dir=str(output_dir / f"trainer-rank-{rank}"),
+    args = sgd_args(
+        output_dir,
+        rank,
+        world_size,
         max_steps=MAX_STEPS,
-        per_device_train_batch_size=GLOBAL_BATCH // world_size,
         per_device_eval_batch_size=EVAL_BATCH,
-        optim="sgd",
-        learning_rate=10.0,  # SGD: small gradients of a tiny BERT need a large step
-        lr_scheduler_type="constant",
-        max_grad_norm=0.0,
         eval_strategy="steps",
         eval_steps=EVAL_STEPS,
         logging_steps=1,
-        save_strategy="no",
-        seed=0,
-        data_seed=0,
-        report_to="none",
-        use_cpu=True,
-        ddp_backend="gloo" if world_size > 1 else None,
-        ddp_timeout=60,  # a hung collective fails within a minute instead of 30
-        disable_tqdm=True,
-        dataloader_num_workers=0,
     )
     pruning = MagnitudePruningCallback(PRUNING, scope="global")
     recorder = StepRecorder()

@@ -15,6 +15,8 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import tempfile
 from pathlib import Path
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,8 +50,16 @@ def smollm2_folder() -> Path:
         del config.quantization_config
     model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
-    partial = CACHE.with_name(CACHE.name + ".partial")
+    # Written under a name of its own, then renamed (atomic): a half-written folder is never taken
+    # for a converted one, and two pytest-xdist workers converting at once do not write into one.
+    CACHE.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=CACHE.name + ".partial-", dir=CACHE.parent))
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    partial.rename(CACHE)  # atomic: a half-written folder is never taken for a converted one
+    try:
+        partial.rename(CACHE)
+    except OSError:
+        if not (CACHE / "config.json").is_file():
+            raise
+        shutil.rmtree(partial)  # another worker finished first: its folder is the same model
     return CACHE

@@ -24,14 +24,13 @@ if _TESTS not in sys.path:  # run as a script: its helpers lie next to it
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from distributed_worker import GLOBAL_BATCH, MAX_LENGTH, TRAIN_SIZE, digest  # noqa: E402
+from distributed_worker import MAX_LENGTH, TRAIN_SIZE, digest, sgd_args  # noqa: E402
 from tiny_bert import tiny_sentiment_dataset  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
     BertForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
-    TrainingArguments,
 )
 
 from loyalkit.callbacks import (  # noqa: E402
@@ -49,24 +48,7 @@ def main(teacher_dir: Path, output_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     teacher = BertForSequenceClassification.from_pretrained(teacher_dir).eval()
     student = copy.deepcopy(teacher).train()
-    args = TrainingArguments(
-        output_dir=str(output_dir / f"trainer-rank-{rank}"),
-        max_steps=4,
-        per_device_train_batch_size=GLOBAL_BATCH // world_size,
-        optim="sgd",
-        learning_rate=10.0,
-        lr_scheduler_type="constant",
-        max_grad_norm=0.0,
-        save_strategy="no",
-        seed=0,
-        data_seed=0,
-        report_to="none",
-        use_cpu=True,
-        ddp_backend="gloo" if world_size > 1 else None,
-        ddp_timeout=60,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
+    args = sgd_args(output_dir, rank, world_size, max_steps=4)
     pruning = FfnPruningCallback(fraction=0.5, importance="gradient", num_batches=2, batch_size=4)
     trainer = Trainer(
         model=student,
