@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "MagnitudePruningConfig": "loyalkit.callbacks.magnitude_pruning",
     "ModuleReplacementCallback": "loyalkit.callbacks.module_replacement",
     "ModuleReplacementConfig": "loyalkit.callbacks.module_replacement",
+    "OpenVINOInt8ExportCallback": "loyalkit.callbacks.int8_export",
+    "OpenVINOInt8ExportConfig": "loyalkit.callbacks.int8_export",
     "PostTrainingQuantizationCallback": "loyalkit.callbacks.quantization",
     "PostTrainingQuantizationConfig": "loyalkit.callbacks.quantization",
     "QuantizationAwareTrainingCallback": "loyalkit.callbacks.quantization",
@@ -46,6 +48,8 @@ __all__ = [
     "MagnitudePruningConfig",
     "ModuleReplacementCallback",
     "ModuleReplacementConfig",
+    "OpenVINOInt8ExportCallback",
+    "OpenVINOInt8ExportConfig",
     "PostTrainingQuantizationCallback",
     "PostTrainingQuantizationConfig",
     "QuantizationAwareTrainingCallback",
@@ -60,6 +64,10 @@ if TYPE_CHECKING:
     from loyalkit.callbacks.head_pruning import (
         HeadPruningCallback,
         HeadPruningConfig,
+    )
+    from loyalkit.callbacks.int8_export import (
+        OpenVINOInt8ExportCallback,
+        OpenVINOInt8ExportConfig,
     )
     from loyalkit.callbacks.layer_dropping import LayerDroppingCallback, LayerDroppingConfig
     from loyalkit.callbacks.loyalty import LoyaltyCallback

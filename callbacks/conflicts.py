@@ -16,6 +16,8 @@ nothing here:
   ``layer_stack``;
 - two ``weights`` changes over a common tensor (disjoint ones combine);
 - an ``export`` that another change ``blocks_export`` (a torch.ao int8 model cannot be saved);
+- an ``export`` that ``needs_float`` (it quantizes the model itself) and a train-end ``precision``
+  change, in either order;
 - an ``export`` listed before a train-end change of the model: the export would be taken just
   before it (listed after, it includes it; a resume with
   ``restore_callback_states_from_checkpoint`` moves a restored callback last, the working order);
@@ -85,6 +87,8 @@ class Change:
         weights: for ``target="weights"``, the tensors of a model it modifies.
         label: for ``target="weights"``, what those tensors are (``"the attention projection"``).
         blocks_export: why the model can no longer be exported after this change, if so.
+        needs_float: for ``target="export"``, that it quantizes the float model itself, so a
+            train-end ``precision`` change conflicts with it in either order.
         names: for ``target="metrics"``, the metric names it reports.
     """
 
@@ -95,6 +99,7 @@ class Change:
     weights: Callable[[nn.Module], Iterable[torch.Tensor]] | None = None
     label: str = ""
     blocks_export: str = ""
+    needs_float: bool = False
     names: tuple[str, ...] = ()
 
 
@@ -190,6 +195,12 @@ def _pair(
     for export, other in ((a, b), (b, a)):
         if export.target == "export" and other.blocks_export:
             return f"{pair}: {other.blocks_export}"
+        if export.needs_float and other.target == "precision" and other.at_train_end:
+            exporter, changer = (first, second) if export is a else (second, first)
+            return (
+                f"{pair}: {exporter} {export.description}, but {changer} {other.description}; "
+                "the export quantizes the float model itself (for QAT, pass convert_at_end=False)"
+            )
     if a.target == "export" and b.at_train_end and b.target in _CHANGES_THE_MODEL:
         return (
             f"{pair}: {first} {a.description} just before {second} {b.description}, so the "

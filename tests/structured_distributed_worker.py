@@ -37,7 +37,10 @@ from loyalkit.callbacks import (  # noqa: E402
     DistillationCallback,
     FfnPruningCallback,
     LayerDroppingCallback,
+    OpenVINOInt8ExportCallback,
 )
+
+CALIBRATION_ROWS = 12  # the int8 export's, in the batches of this rank's size
 
 
 def main(teacher_dir: Path, output_dir: Path) -> None:
@@ -49,6 +52,7 @@ def main(teacher_dir: Path, output_dir: Path) -> None:
     teacher = BertForSequenceClassification.from_pretrained(teacher_dir).eval()
     student = copy.deepcopy(teacher).train()
     args = sgd_args(output_dir, rank, world_size, max_steps=4)
+    export = OpenVINOInt8ExportCallback(output_dir / "int8", calibration_rows=CALIBRATION_ROWS)
     pruning = FfnPruningCallback(fraction=0.5, importance="gradient", num_batches=2, batch_size=4)
     trainer = Trainer(
         model=student,
@@ -61,6 +65,7 @@ def main(teacher_dir: Path, output_dir: Path) -> None:
             LayerDroppingCallback(count=2, strategy="alternate"),
             pruning,
             DistillationCallback(teacher, temperature=2.0, alpha=0.5),
+            export,
         ],
     )
     trainer.train()
@@ -74,6 +79,7 @@ def main(teacher_dir: Path, output_dir: Path) -> None:
         "weights_digest": digest(dict(model.state_dict())),
         "layers": model.config.num_hidden_layers,
         "intermediate_size": model.config.intermediate_size,
+        "int8_rows": None if export.result is None else export.result.calibration_rows,
     }
     (output_dir / f"rank-{rank}.json").write_text(json.dumps(result, indent=1))
     if rank == 0:

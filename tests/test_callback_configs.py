@@ -21,6 +21,8 @@ from loyalkit.callbacks import (
     MagnitudePruningConfig,
     ModuleReplacementCallback,
     ModuleReplacementConfig,
+    OpenVINOInt8ExportCallback,
+    OpenVINOInt8ExportConfig,
     PostTrainingQuantizationCallback,
     PostTrainingQuantizationConfig,
     QuantizationAwareTrainingCallback,
@@ -45,6 +47,7 @@ CALLBACKS: list[tuple[Any, type]] = [
     ),
     (lambda: PostTrainingQuantizationCallback(backend="torchao"), PostTrainingQuantizationConfig),
     (lambda: QuantizationAwareTrainingCallback(False), QuantizationAwareTrainingConfig),
+    (lambda: OpenVINOInt8ExportCallback("int8", calibration_rows=64), OpenVINOInt8ExportConfig),
 ]
 
 

@@ -46,6 +46,7 @@ from loyalkit.callbacks import (
     LoyaltyCallback,
     MagnitudePruningCallback,
     ModuleReplacementCallback,
+    OpenVINOInt8ExportCallback,
     PostTrainingQuantizationCallback,
     QuantizationAwareTrainingCallback,
 )
@@ -477,6 +478,26 @@ CONFLICTS = {
         prepared,
         lambda: [PostTrainingQuantizationCallback(backend="torch.ao"), mr()],
         "PostTrainingQuantizationCallback and ModuleReplacementCallback conflict: a torch.ao",
+    ),
+    "PTQ then OpenVINO int8 export": (
+        plain,
+        lambda: [PostTrainingQuantizationCallback(), OpenVINOInt8ExportCallback("unused")],
+        "PostTrainingQuantizationCallback and OpenVINOInt8ExportCallback conflict: "
+        "OpenVINOInt8ExportCallback exports an OpenVINO int8 copy of the float model at train "
+        "end, but PostTrainingQuantizationCallback quantizes the model to int8 at train end",
+    ),
+    "OpenVINO int8 export then converting QAT": (
+        plain,
+        lambda: [OpenVINOInt8ExportCallback("unused"), QuantizationAwareTrainingCallback()],
+        "OpenVINOInt8ExportCallback and QuantizationAwareTrainingCallback conflict: .*converts "
+        r"it to int8 at train end; the export quantizes the float model itself \(for QAT, pass "
+        r"convert_at_end=False\)",
+    ),
+    "two OpenVINO int8 exports": (
+        plain,
+        lambda: [OpenVINOInt8ExportCallback("a"), OpenVINOInt8ExportCallback("b")],
+        "OpenVINOInt8ExportCallback and another OpenVINOInt8ExportCallback conflict: both would "
+        "write an int8 export",
     ),
     "hidden distillation then module replacement": (
         prepared,
