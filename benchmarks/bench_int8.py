@@ -20,7 +20,13 @@ Candidates:
 - OpenVINO: the int8 ONNX file compiled by OpenVINO's CPU plugin; the float model converted by
   ``openvino.convert_model`` (default precision, bf16 on CPUs with AMX/AVX-512 bf16; and f32 forced);
 - loyalkit's default int8 (issue 14): :func:`loyalkit.compression.export_int8` (OpenVINO + NNCF
-  static int8, calibrated on 512 SST-2 training sentences) run by ``OpenVINOInt8Classifier``.
+  static int8, calibrated on 512 SST-2 training sentences) run by ``OpenVINOInt8Classifier``, and
+  the same IR with f32 forced for what stays float (the kernels each ran are printed).
+
+``--openvino-only`` times fp32 PyTorch and the OpenVINO candidates alone. Run with
+``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` in the environment, OpenVINO's CPU plugin leaves AMX aside
+(int8 runs on AVX-512 VNNI; its printed kernels say so): with the f32-forced candidates, that is
+int8 as on a CPU without AMX and bf16. fp32 PyTorch runs on MKL's AVX-512 either way.
 
 Usage: ``.venv/bin/python benchmarks/bench_int8.py --teacher /path/to/sst2-classifier`` (the test
 extra installs ``onnxruntime``, ``onnx``, ``openvino`` and ``nncf``).
@@ -247,11 +253,14 @@ def openvino_candidates(
     teacher: Any, folder: Path, names: list[str], config: dict[str, Any]
 ) -> list[Candidate]:
     """OpenVINO's own path: the float model converted (default precision, then f32 forced), and
-    loyalkit's default int8, ``export_int8`` (NNCF static int8) run by ``OpenVINOInt8Classifier``."""
+    loyalkit's default int8, ``export_int8`` (NNCF static int8) run by ``OpenVINOInt8Classifier``
+    and with f32 forced. ``ONEDNN_MAX_CPU_ISA`` set: the float model in f32 only."""
+    capped = bool(os.environ.get("ONEDNN_MAX_CPU_ISA"))
     import openvino as ov
     from transformers import AutoTokenizer
 
     from loyalkit.compression import OpenVINOInt8Classifier, export_int8
+    from loyalkit.compression.openvino_int8 import OPENVINO_FILE
 
     tokenizer = AutoTokenizer.from_pretrained(teacher.name_or_path)
     train, _ = read_sst2("train", limit=512)
@@ -262,10 +271,15 @@ def openvino_candidates(
     ov.save_model(converted, str(folder / "ov-float.xml"), compress_to_fp16=False)
     core = ov.Core()
     found = []
-    for label, hint in (
+    precisions: list[tuple[str, dict[str, str]]] = [
         ("OpenVINO float model, default precision (bf16 on this AMX CPU)", {}),
         ("OpenVINO float model, f32 forced", {"INFERENCE_PRECISION_HINT": "f32"}),
-    ):
+    ]
+    if capped:
+        # Under the ISA cap OpenVINO still reports bf16 and emulates it (about 20x slower than
+        # fp32 in a trial run): no CPU without bf16 runs that, so only f32 is timed.
+        precisions = precisions[1:]
+    for label, hint in precisions:
         compiled = core.compile_model(str(folder / "ov-float.xml"), "CPU", {**config, **hint})
         size = sum(p.stat().st_size for p in folder.glob("ov-float.*")) / 1e6
         found.append(Candidate(label, openvino_runner(compiled, names), size, "openvino.Core"))
@@ -273,13 +287,43 @@ def openvino_candidates(
     found.append(
         Candidate(
             f"loyalkit export_int8: OpenVINO + NNCF static int8 ({export.calibration_rows} "
-            "SST-2 train sentences), run by OpenVINOInt8Classifier",
+            "SST-2 train sentences), run by OpenVINOInt8Classifier"
+            + (" (what stays float in emulated bf16 under the ISA cap)" if capped else ""),
             torch_runner(int8),
             folder_megabytes(export.folder),
             "OpenVINOInt8Classifier.from_pretrained",
         )
     )
+    # The same IR with what stays float run in f32, as on a CPU without bf16 (see --help).
+    f32 = {**config, "INFERENCE_PRECISION_HINT": "f32"}
+    compiled = core.compile_model(str(export.folder / OPENVINO_FILE), "CPU", f32)
+    found.append(
+        Candidate(
+            "export_int8's IR, f32 forced for what stays float",
+            openvino_runner(compiled, names),
+            folder_megabytes(export.folder),
+            "openvino.Core.compile_model",
+        )
+    )
+    sample_inputs = {n: sample[n].numpy() for n in names}
+    compiled(sample_inputs)
+    print(f"export_int8, f32 forced, kernels: {kernels(compiled)}", flush=True)
+    default = core.compile_model(str(export.folder / OPENVINO_FILE), "CPU", config)
+    default(sample_inputs)
+    print(f"export_int8, default precision, kernels: {kernels(default)}", flush=True)
     return found
+
+
+def kernels(compiled: Any) -> dict[str, int]:
+    """How many matrix multiplies of the compiled OpenVINO model ran with each kernel and precision
+    (``brgemm_avx512_amx_I8/u8`` is AMX int8; ``brgemm_avx512_I8`` AVX-512 VNNI int8)."""
+    counts: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and info["layerType"].astype(str) in ("FullyConnected", "MatMul"):
+            key = f"{info['primitiveType'].astype(str)}/{info['runtimePrecision'].astype(str)}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def time_all(found: list[Candidate], batches: list[Batch], repeats: int, label: str) -> None:
@@ -305,6 +349,13 @@ def main() -> None:
     parser.add_argument(
         "--load", type=int, default=2, help="competing processes in the loaded part"
     )
+    parser.add_argument(
+        "--openvino-only",
+        action="store_true",
+        help="fp32 PyTorch and the OpenVINO candidates only (minutes, not a quarter hour); with "
+        "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI in the environment OpenVINO runs as on a CPU "
+        "without AMX (int8 on AVX-512 VNNI), and the f32-forced candidates as on one without bf16",
+    )
     args = parser.parse_args()
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -324,12 +375,31 @@ def main() -> None:
     timed = batches[: args.batches]
     print(
         f"python {sys.version.split()[0]}, torch {torch.__version__}, 1 thread, "
-        f"{os.cpu_count()} CPUs; load {load_average()}",
+        f"{os.cpu_count()} CPUs; ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA')}; "
+        f"load {load_average()}",
         flush=True,
     )
 
     with tempfile.TemporaryDirectory() as tmp:
-        found = candidates(teacher, batches[0], Path(tmp))
+        if args.openvino_only:
+            names = [
+                n for n in ("input_ids", "attention_mask", "token_type_ids") if n in batches[0]
+            ]
+            teacher.save_pretrained(Path(tmp) / "fp32")
+            fp32 = Candidate(
+                "fp32, eager",
+                torch_runner(teacher),
+                folder_megabytes(Path(tmp) / "fp32"),
+                "from_pretrained",
+            )
+            ov_config = {
+                "INFERENCE_NUM_THREADS": 1,
+                "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY",
+            }
+            found = [fp32, *openvino_candidates(teacher, Path(tmp), names, ov_config)]
+        else:
+            found = candidates(teacher, batches[0], Path(tmp))
         for entry in found:
             entry.logits = np.concatenate([entry.run(b) for b in batches])
         time_all(found, timed, args.repeats, "quiet")
