@@ -26,7 +26,7 @@ Candidates:
 ``--openvino-only`` times fp32 PyTorch and the OpenVINO candidates alone. Run with
 ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` in the environment, OpenVINO's CPU plugin leaves AMX aside
 (int8 runs on AVX-512 VNNI; its printed kernels say so): with the f32-forced candidates, that is
-int8 as on a CPU without AMX and bf16. fp32 PyTorch runs on MKL's AVX-512 either way.
+int8 as on a CPU without AMX and bf16 (fp32 PyTorch stays the baseline of the same run).
 
 Usage: ``.venv/bin/python benchmarks/bench_int8.py --teacher /path/to/sst2-classifier`` (the test
 extra installs ``onnxruntime``, ``onnx``, ``openvino`` and ``nncf``).
