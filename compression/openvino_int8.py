@@ -8,11 +8,12 @@ loads that folder and runs it on CPU behind a classifier's usual ``forward`` (``
 ``attention_mask``, ``token_type_ids``, ``labels`` -> ``SequenceClassifierOutput`` with ``loss``),
 so ``Trainer.predict``/``evaluate``, loyalkit's metrics and attacks use it as they use any model.
 
-Why this path (``benchmarks/bench_int8.py``, MiniLM-L6 on SST-2, 1 thread): it measured 3.95x over
-fp32 PyTorch on a quiet machine and 4.11x beside a competing load, with label loyalty 0.992, where
-torchao's eager int8 ran at 0.98x/0.88x and ONNX Runtime's dynamic int8 at 2.71x/2.61x (loyalty
+Why this path (``benchmarks/bench_int8.py``, MiniLM-L6 on SST-2, 1 thread): it measured 3.72x over
+fp32 PyTorch on a quiet machine and 3.81x beside a competing load, with label loyalty 0.990, where
+torchao's eager int8 ran at 0.89x/0.79x and ONNX Runtime's dynamic int8 at 2.02x/1.72x (loyalty
 0.979). On CPUs with AMX or AVX-512 bf16, OpenVINO runs the ops it leaves in float in bf16 (its
-default inference precision there): the figures include that. optimum-intel wraps the same two
+default inference precision there); with those forced to f32 it ran 3.67x, and with AMX capped
+away (int8 on AVX-512 VNNI) 2.98x quiet and 2.89x loaded (``benchmarks/RESULTS.md``). optimum-intel wraps the same two
 libraries but requires transformers < 5.6, so this module calls them directly.
 
 Example:
