@@ -119,6 +119,18 @@ def export_onnx(model: Any, batch: Batch, path: Path) -> list[str]:
     return names
 
 
+# OpenVINO's CPU plugin on one thread, one stream: the settings of every OpenVINO candidate.
+OV_CONFIG = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+
+
+def fp32_candidate(teacher: Any, folder: Path) -> Candidate:
+    """The baseline: the fp32 model in eager PyTorch (saved to ``folder/fp32`` for its size)."""
+    teacher.save_pretrained(folder / "fp32")
+    return Candidate(
+        "fp32, eager", torch_runner(teacher), folder_megabytes(folder / "fp32"), "from_pretrained"
+    )
+
+
 def candidates(teacher: Any, batch: Batch, folder: Path) -> list[Candidate]:
     import onnx
     import onnxruntime as ort
@@ -131,15 +143,7 @@ def candidates(teacher: Any, batch: Batch, folder: Path) -> list[Candidate]:
 
     from loyalkit.compression import quantize_dynamic_int8, save_quantized
 
-    teacher.save_pretrained(folder / "fp32")
-    found = [
-        Candidate(
-            "fp32, eager",
-            torch_runner(teacher),
-            folder_megabytes(folder / "fp32"),
-            "from_pretrained",
-        )
-    ]
+    found = [fp32_candidate(teacher, folder)]
 
     eager = copy.deepcopy(teacher)
     quantize_dynamic_int8(eager, backend="torchao")
@@ -235,8 +239,7 @@ def candidates(teacher: Any, batch: Batch, folder: Path) -> list[Candidate]:
         )
 
     core = ov.Core()
-    ov_config = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
-    ov_model = core.compile_model(core.read_model(str(folder / "int8.onnx")), "CPU", ov_config)
+    ov_model = core.compile_model(core.read_model(str(folder / "int8.onnx")), "CPU", OV_CONFIG)
     found.append(
         Candidate(
             "OpenVINO, the int8 ONNX file",
@@ -245,7 +248,7 @@ def candidates(teacher: Any, batch: Batch, folder: Path) -> list[Candidate]:
             "openvino.Core.compile_model",
         )
     )
-    found.extend(openvino_candidates(teacher, folder, names, ov_config))
+    found.extend(openvino_candidates(teacher, folder, names, OV_CONFIG))
     return found
 
 
@@ -255,12 +258,13 @@ def openvino_candidates(
     """OpenVINO's own path: the float model converted (default precision, then f32 forced), and
     loyalkit's default int8, ``export_int8`` (NNCF static int8) run by ``OpenVINOInt8Classifier``
     and with f32 forced. ``ONEDNN_MAX_CPU_ISA`` set: the float model in f32 only."""
-    capped = bool(os.environ.get("ONEDNN_MAX_CPU_ISA"))
     import openvino as ov
     from transformers import AutoTokenizer
 
     from loyalkit.compression import OpenVINOInt8Classifier, export_int8
     from loyalkit.compression.openvino_int8 import OPENVINO_FILE
+
+    capped = bool(os.environ.get("ONEDNN_MAX_CPU_ISA"))
 
     tokenizer = AutoTokenizer.from_pretrained(teacher.name_or_path)
     train, _ = read_sst2("train", limit=512)
@@ -385,19 +389,10 @@ def main() -> None:
             names = [
                 n for n in ("input_ids", "attention_mask", "token_type_ids") if n in batches[0]
             ]
-            teacher.save_pretrained(Path(tmp) / "fp32")
-            fp32 = Candidate(
-                "fp32, eager",
-                torch_runner(teacher),
-                folder_megabytes(Path(tmp) / "fp32"),
-                "from_pretrained",
-            )
-            ov_config = {
-                "INFERENCE_NUM_THREADS": 1,
-                "NUM_STREAMS": 1,
-                "PERFORMANCE_HINT": "LATENCY",
-            }
-            found = [fp32, *openvino_candidates(teacher, Path(tmp), names, ov_config)]
+            found = [
+                fp32_candidate(teacher, Path(tmp)),
+                *openvino_candidates(teacher, Path(tmp), names, OV_CONFIG),
+            ]
         else:
             found = candidates(teacher, batches[0], Path(tmp))
         for entry in found:

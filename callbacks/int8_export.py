@@ -29,7 +29,6 @@ Example (``model``, ``args``, ``train_set`` as for any Trainer run)::
 from __future__ import annotations
 
 import copy
-import itertools
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from loyalkit.callbacks.conflicts import Change, register_callback
-from loyalkit.compression.openvino_int8 import Int8Export, export_int8
+from loyalkit.compression.openvino_int8 import Int8Export, calibration_batches, export_int8
 from loyalkit.compression.quantization import is_fake_quantized, strip_fake_quantization
 
 __all__ = ["OpenVINOInt8ExportCallback", "OpenVINOInt8ExportConfig"]
@@ -69,11 +68,9 @@ class OpenVINOInt8ExportConfig:
         return asdict(self)
 
 
-def calibration_batches(
-    dataloader: Any, rows: int, batch_size: int
-) -> Iterator[dict[str, torch.Tensor]]:
+def training_rows(dataloader: Any, rows: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
     """The first ``rows`` training examples, collated as the Trainer collates them, in batches of
-    ``batch_size``, on the CPU, without labels.
+    ``batch_size`` (:func:`~loyalkit.compression.openvino_int8.calibration_batches`).
 
     Read from the dataloader's dataset and collator, not by iterating the dataloader: the rows do
     not depend on the sampler's shuffling, and under ``accelerate`` iterating the prepared
@@ -86,17 +83,7 @@ def calibration_batches(
             "OpenVINOInt8ExportCallback calibrates on the training data: the Trainer's "
             f"train_dataloader ({type(dataloader).__name__}) has no dataset and collate_fn"
         )
-    if isinstance(dataset, torch.utils.data.IterableDataset):
-        examples = list(itertools.islice(iter(dataset), rows))
-    else:
-        examples = [dataset[i] for i in range(min(rows, len(dataset)))]
-    for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start : start + batch_size])
-        yield {
-            name: value.detach().cpu()
-            for name, value in batch.items()
-            if name != "labels" and isinstance(value, torch.Tensor)
-        }
+    return calibration_batches(dataset, collate, rows, batch_size)
 
 
 class OpenVINOInt8ExportCallback(TrainerCallback):
@@ -149,11 +136,12 @@ class OpenVINOInt8ExportCallback(TrainerCallback):
                 "passed no train_dataloader"
             )
         rows = self.config.calibration_rows
-        batches = calibration_batches(dataloader, rows, args.per_device_train_batch_size)
+        batches = training_rows(dataloader, rows, args.per_device_train_batch_size)
+        fake_quantized = is_fake_quantized(model)
         on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-        if is_fake_quantized(model) or not on_cpu:  # trainer.model itself stays as it is
+        if fake_quantized or not on_cpu:  # trainer.model itself stays as it is
             model = copy.deepcopy(model).cpu()
-            if is_fake_quantized(model):  # QAT left for the export: its trained float weights
+            if fake_quantized:  # QAT left for the export: its trained float weights
                 strip_fake_quantization(model)
         self.result = export_int8(model, self.save_directory, batches, max_rows=rows)
         tokenizer = kwargs.get("processing_class")

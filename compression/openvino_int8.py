@@ -13,8 +13,9 @@ fp32 PyTorch on a quiet machine and 3.81x beside a competing load, with label lo
 torchao's eager int8 ran at 0.89x/0.79x and ONNX Runtime's dynamic int8 at 2.02x/1.72x (loyalty
 0.979). On CPUs with AMX or AVX-512 bf16, OpenVINO runs the ops it leaves in float in bf16 (its
 default inference precision there); with those forced to f32 it ran 3.67x, and with AMX capped
-away (int8 on AVX-512 VNNI) 2.98x quiet and 2.89x loaded (``benchmarks/RESULTS.md``). optimum-intel wraps the same two
-libraries but requires transformers < 5.6, so this module calls them directly.
+away (int8 on AVX-512 VNNI) 2.98x quiet and 2.89x loaded (``benchmarks/RESULTS.md``).
+optimum-intel wraps the same two libraries but requires transformers < 5.6, so this module calls
+them directly.
 
 Example:
     >>> import tempfile, torch
@@ -37,10 +38,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import itertools
 import json
 import logging
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ __all__ = [
     "OPENVINO_FILE",
     "Int8Export",
     "OpenVINOInt8Classifier",
+    "calibration_batches",
     "export_int8",
     "is_openvino_int8",
 ]
@@ -76,6 +79,30 @@ class Int8Export:
     float_matmuls: int
     """Matrix multiplies with constant weights left in float."""
     calibration_rows: int
+
+
+def calibration_batches(
+    dataset: Sequence[Any] | Iterable[Any],
+    collate: Callable[[list[Any]], Mapping[str, Any]],
+    rows: int,
+    batch_size: int = 32,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The first ``rows`` examples of ``dataset``, collated by ``collate`` in batches of
+    ``batch_size``, as :func:`export_int8` takes them: tensors on the CPU, labels dropped.
+
+    The first rows, in order, so the calibration does not depend on a sampler's shuffling.
+    """
+    if isinstance(dataset, Sized) and not isinstance(dataset, torch.utils.data.IterableDataset):
+        examples = [dataset[i] for i in range(min(rows, len(dataset)))]
+    else:
+        examples = list(itertools.islice(iter(dataset), rows))
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size])
+        yield {
+            name: value.detach().cpu()
+            for name, value in batch.items()
+            if name != "labels" and isinstance(value, torch.Tensor)
+        }
 
 
 def _input_names(model: nn.Module, batch: Mapping[str, Any]) -> tuple[str, ...]:
@@ -168,6 +195,7 @@ def export_int8(
         quantized = nncf.quantize(
             converted, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches)
         )
+    logger.debug("nncf.quantize: %s", progress.getvalue())
     int8_count, float_count = _weight_matmuls(quantized)
     if int8_count == 0:
         raise ValueError("export_int8: NNCF left every matrix multiply in float; nothing was saved")

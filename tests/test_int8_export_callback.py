@@ -26,7 +26,7 @@ from loyalkit.callbacks import (
     OpenVINOInt8ExportConfig,
     QuantizationAwareTrainingCallback,
 )
-from loyalkit.callbacks.int8_export import calibration_batches
+from loyalkit.callbacks.int8_export import training_rows
 from loyalkit.compression import (
     OpenVINOInt8Classifier,
     export_int8,
@@ -106,7 +106,7 @@ def test_calibration_rows_do_not_follow_the_shuffled_order(sentiment) -> None:  
         shuffle=True,
         collate_fn=DataCollatorWithPadding(tokenizer),
     )
-    batches = list(calibration_batches(loader, rows=10, batch_size=4))
+    batches = list(training_rows(loader, rows=10, batch_size=4))
     assert [len(b["input_ids"]) for b in batches] == [4, 4, 2]
     assert all("labels" not in b for b in batches)
     first = [dataset[i]["input_ids"] for i in range(4)]

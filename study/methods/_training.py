@@ -141,13 +141,9 @@ def save(context: MethodContext, model: Any, model_dir: Path) -> None:
 
 def calibration_batches(context: MethodContext, rows: int) -> list[dict[str, Any]]:
     """The first ``rows`` training examples as padded batches of 32, without labels."""
-    count = min(rows, len(context.train))
-    examples = [context.train[i] for i in range(count)]
-    batches = []
-    for start in range(0, count, 32):
-        batch = context.collator(examples[start : start + 32])
-        batches.append({k: v for k, v in batch.items() if k != "labels"})
-    return batches
+    from loyalkit.compression.openvino_int8 import calibration_batches as first_rows
+
+    return list(first_rows(context.train, context.collator, rows, batch_size=32))
 
 
 def save_int8(context: MethodContext, model: Any, model_dir: Path, rows: int) -> None:
